@@ -1,0 +1,60 @@
+# Two commands matter: `make demo` and `make test`. Everything else is a building block.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_DATA := demo_data
+DEMO_ARGS ?=
+
+.PHONY: install demo demo-data test faults bench bench-peers clean
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+demo-data: $(DEMO_DATA)/.complete
+
+$(DEMO_DATA)/.complete: | $(STAMP)
+	$(BIN)/contrastive data synth $(DEMO_DATA)
+	touch $@
+
+# Trains the tiny CLIP (a finished run is not retrained: `rm -rf runs/demo` to start over), then prints
+# its evaluation. Any loss: make demo DEMO_ARGS='loss.name=siglip run_dir=runs/demo-siglip'
+demo: demo-data
+	$(BIN)/contrastive train -c demo $(DEMO_ARGS)
+	$(BIN)/python -m contrastive.demo_summary $(DEMO_DATA) $(DEMO_ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+# The whole fault-injection suite (a fast subset of it is part of `make test`).
+faults: $(STAMP)
+	CONTRASTIVE_ALL_FAULTS=1 $(BIN)/python -m pytest tests/faults
+
+# Benchmarks print tables of figures measured side by side in one run; docs/benchmarks.md records them.
+bench: $(STAMP)
+	$(BIN)/python -m data.benchmark
+	$(BIN)/python -m losses.benchmark --quick
+	$(BIN)/python -m eval.benchmark --quick
+	$(BIN)/python -m contrastive.benchmark
+
+# Side by side with OpenCLIP (docs/benchmarks.md): a second venv holds the peer, a benchmark-only dependency that
+# the project never imports; both sides run in one session and the table gives ratios.
+PEERS := .venv-peers
+PEERS_STAMP := $(PEERS)/.installed
+
+$(PEERS_STAMP): setup.cfg pyproject.toml
+	test -x $(PEERS)/bin/python || $(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/pip install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.1 open-clip-torch==3.3.0 webdataset
+	$(PEERS)/bin/pip install -q --disable-pip-version-check -e .
+	touch $@
+
+bench-peers: $(STAMP) $(PEERS_STAMP)
+	$(BIN)/python -m contrastive.bench_peers --peer-python $(PEERS)/bin/python
+
+clean:
+	rm -rf $(VENV) $(PEERS) $(DEMO_DATA) runs build *.egg-info

@@ -1,0 +1,402 @@
+"""Typed experiment config: dataclasses as OmegaConf structured configs, named YAML files,
+dotted command-line overrides, and errors that name the key and list what is valid.
+
+    cfg = load_config("demo", ["optim.lr=1e-3", "loss.name=siglip"])
+
+A field with `choices` metadata only accepts those strings; `loss.name` accepts the names in
+the losses registry. The resolved config is what a run saves as config.yaml.
+"""
+import dataclasses
+import difflib
+import math
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+class ConfigError(ValueError):
+    """A config problem a researcher can fix from the message alone."""
+
+
+def choice(default: str, *choices: str) -> Any:
+    return field(default=default, metadata={"choices": choices})
+
+
+def at_least(default: Any, low: float) -> Any:
+    """A finite number (or each number of a tuple) >= low."""
+    return field(default=default, metadata={"interval": f"[{low}, inf)", "contains": lambda x: x >= low})
+
+
+def within(default: Any, interval: str) -> Any:
+    """A number (or each number of a tuple) in an interval of 0 and 1: "[0, 1)", "(0, 1]" or "[0, 1]"."""
+    low_ok = {"[": lambda x: x >= 0, "(": lambda x: x > 0}[interval[0]]
+    high_ok = {"]": lambda x: x <= 1, ")": lambda x: x < 1}[interval[-1]]
+    return field(default=default, metadata={"interval": interval, "contains": lambda x: low_ok(x) and high_ok(x)})
+
+
+@dataclass
+class ImageTowerConfig:
+    timm_name: str = "vit_base_patch16_224"  # timm architecture; the fields below override its shape
+    image_size: int = at_least(224, 1)
+    patch_size: int = at_least(16, 1)
+    width: int = at_least(768, 1)
+    depth: int = at_least(12, 1)
+    heads: int = at_least(12, 1)
+    mlp_ratio: float = at_least(4.0, 0)
+    global_pool: str = choice("token", "token", "avg", "map")
+    mixture_tokens: int = at_least(8, 0)  # K prefix tokens of the ViT; used by losses that score them (Llip)
+    patch_drop_rate: float = within(0.0, "[0, 1)")  # FLIP-style patch dropout during training
+
+
+@dataclass
+class TextTowerConfig:
+    context_length: int = at_least(77, 2)
+    width: int = at_least(512, 1)
+    depth: int = at_least(12, 1)
+    heads: int = at_least(8, 1)
+    mlp_ratio: float = at_least(4.0, 0)
+    causal: bool = True  # CLIP: causal; SigLIP: bidirectional
+    pool: str = choice("eot", "eot", "last", "mean")
+
+
+@dataclass
+class ModelConfig:
+    embed_dim: int = at_least(512, 1)
+    image: ImageTowerConfig = field(default_factory=ImageTowerConfig)
+    text: TextTowerConfig = field(default_factory=TextTowerConfig)
+
+
+@dataclass
+class LossConfig:
+    """`name` picks a preset from the losses registry; a field left None keeps the preset's default."""
+
+    name: str = "clip"
+    objective: Optional[str] = None  # softmax | sigmoid
+    exchange: Optional[str] = None  # all_gather | ring
+    init_scale: Optional[float] = None
+    init_bias: Optional[float] = None
+    num_heads: Optional[int] = None  # Llip cross-attention heads
+    tau: Optional[float] = None  # Llip attention temperature
+    chunk_size: Optional[int] = None  # Llip: texts scored per chunk
+    qkv_norm: Optional[bool] = None  # Llip: LayerNorm on queries, keys, values
+
+    def build_kwargs(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "name" and v is not None}
+
+
+@dataclass
+class DataConfig:
+    shards: list[str] = field(default_factory=list)  # brace-expanded patterns; local paths or `pipe:` commands
+    weights: list[float] = field(default_factory=list)  # sampling weight per pattern; empty = one pooled source
+    tokenizer: str = MISSING  # path to a tokenizer.json (ours or Hugging Face's)
+    workers: int = at_least(4, 0)
+    shuffle_buffer: int = at_least(1000, 0)
+    crop_scale: tuple[float, float] = within((0.9, 1.0), "(0, 1]")  # RandomResizedCrop scale range (OpenCLIP's default)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = at_least(5e-4, 0)
+    weight_decay: float = at_least(0.2, 0)
+    betas: tuple[float, float] = within((0.9, 0.98), "[0, 1)")
+    eps: float = at_least(1e-6, 0)
+    warmup_steps: int = at_least(2000, 0)
+    min_lr_ratio: float = within(0.0, "[0, 1]")  # cosine decays to lr * min_lr_ratio
+    clip_grad: float = at_least(1.0, 0)  # 0 disables clipping
+
+
+@dataclass
+class TrainConfig:
+    steps: int = at_least(10_000, 1)
+    batch_size: int = at_least(256, 1)  # global, across all ranks
+    seed: int = 0
+    precision: str = choice("bf16", "bf16", "fp32")
+    device: str = choice("auto", "auto", "cpu", "cuda")
+    accum_steps: int = at_least(1, 1)  # micro-batches per step; the contrastive batch stays whole
+    log_every: int = at_least(50, 1)
+    checkpoint_every: int = at_least(1000, 1)
+    keep_checkpoints: int = at_least(3, 0)
+    grad_checkpointing: bool = False
+    compile: bool = False
+    strategy: str = choice("ddp", "ddp", "fsdp")  # over ranks: replicated, or FSDP2-sharded (contrastive/sharding.py)
+    max_bad_steps: int = at_least(5, 1)  # consecutive NaN/inf steps before the run stops
+    on_checkpoint_error: str = choice("stop", "stop", "continue")  # a failed write (disk full): stop, or warn and go on
+    collective_timeout_s: int = at_least(1800, 1)  # a rank waiting longer on the others fails instead of hanging
+
+
+@dataclass
+class EvalConfig:
+    every_steps: int = at_least(0, 0)  # 0: only at the end of training
+    zeroshot: dict[str, str] = field(default_factory=dict)  # name -> dataset path
+    retrieval: dict[str, str] = field(default_factory=dict)  # name -> dataset path
+    templates: str = choice("openai", "openai", "simple")  # prompts for datasets without their own: CLIP's 80 or 7
+    batch_size: int = at_least(256, 1)
+    workers: int = at_least(2, 0)
+
+
+@dataclass
+class SlurmConfig:
+    partition: Optional[str] = None
+    account: Optional[str] = None
+    qos: Optional[str] = None
+    nodes: int = at_least(1, 1)
+    gpus_per_node: int = at_least(8, 0)  # one task (process) per GPU
+    tasks_per_node: Optional[int] = None  # None: one per GPU (one on a node without GPUs); set for CPU DDP
+    cpus_per_task: int = at_least(10, 1)
+    mem_gb: int = at_least(0, 0)  # 0: Slurm's default
+    timeout_min: int = at_least(4320, 1)
+    constraint: Optional[str] = None
+    exclude: Optional[str] = None
+    comment: Optional[str] = None
+    signal_delay_s: int = at_least(120, 0)  # USR2 this long before the time limit
+    array_parallelism: int = at_least(64, 1)
+    max_requeues: int = at_least(10, 0)
+    extra: dict[str, str] = field(default_factory=dict)  # further sbatch parameters
+
+
+@dataclass
+class Config:
+    run_dir: str = "runs/default"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
+
+
+CONFIG_PACKAGE = "contrastive.configs"
+
+
+def named_configs() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files(CONFIG_PACKAGE).iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_yaml(name_or_path: str) -> dict[str, Any]:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        text = path.read_text()
+    else:
+        if name_or_path not in named_configs():
+            raise ConfigError(f"unknown config {name_or_path!r}{_did_you_mean(name_or_path, named_configs())}\n"
+                              f"  named configs: {', '.join(named_configs())}")
+        text = resources.files(CONFIG_PACKAGE).joinpath(f"{name_or_path}.yaml").read_text()
+    data = _safe_yaml(text, f"config {name_or_path}")
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {name_or_path} must be a mapping at the top level")
+    return data
+
+
+def _config_chain(name_or_path: str, seen: tuple[str, ...] = ()) -> list[tuple[str, dict[str, Any]]]:
+    """A named config and the configs it inherits from with `base: NAME`, base first."""
+    if name_or_path in seen:
+        raise ConfigError(f"config {name_or_path} inherits from itself: {' -> '.join(seen + (name_or_path,))}")
+    data = _read_yaml(name_or_path)
+    base = data.pop("base", None)
+    chain = _config_chain(str(base), seen + (name_or_path,)) if base is not None else []
+    return chain + [(name_or_path, data)]
+
+
+def load_config(name_or_path: Optional[str] = None, overrides: list[str] = ()) -> Config:
+    """Defaults, then the named config (or a YAML path), then `key=value` overrides, validated."""
+    cfg = OmegaConf.structured(Config)
+    if name_or_path is not None:
+        for name, data in _config_chain(name_or_path):
+            cfg = _merge(cfg, data, source=f"config {name}")
+    for override in overrides:
+        cfg = _apply_override(cfg, override)
+    return _validate(cfg)
+
+
+def from_yaml_text(text: str) -> Config:
+    """A saved config.yaml back into a Config (a run's resolved config)."""
+    return _validate(_merge(OmegaConf.structured(Config), _safe_yaml(text, "saved config"), source="saved config"))
+
+
+def _safe_yaml(text: str, source: str) -> Any:
+    """Plain YAML data only: tags that build Python objects (`!!python/object`) are refused, never run."""
+    try:
+        return yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config error: {source} is not valid YAML data: {' '.join(str(e).split())}") from None
+
+
+def to_yaml(cfg: Config) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def to_flat_dict(cfg: Config) -> dict[str, Any]:
+    """{'optim.lr': 5e-4, ...}: what `diff` compares and what reports show."""
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            else:
+                flat[f"{prefix}{key}"] = value
+
+    walk(OmegaConf.to_container(OmegaConf.structured(cfg)), "")
+    return flat
+
+
+def diff(a: Config, b: Config) -> dict[str, tuple[Any, Any]]:
+    fa, fb = to_flat_dict(a), to_flat_dict(b)
+    return {k: (fa.get(k), fb.get(k)) for k in sorted(fa.keys() | fb.keys()) if fa.get(k) != fb.get(k)}
+
+
+def _apply_override(cfg: DictConfig, override: str) -> DictConfig:
+    """`key=value` replaces what is at key: `eval.zeroshot={}` empties the mapping, `eval.zeroshot.x=P` adds x."""
+    if "=" not in override:
+        raise ConfigError(f"override {override!r} is not of the form key=value (e.g. optim.lr=1e-3)")
+    key, raw = (part.strip() for part in override.split("=", 1))
+    _check_key(key)
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError:
+        value = raw  # not YAML (e.g. an unbalanced bracket in a path): the string as typed
+    if isinstance(_field_default(key), list) and not isinstance(value, list):
+        value = [value]  # data.shards=a/{000..009}.tar means a one-element list
+    try:
+        OmegaConf.update(cfg, key, value, merge=False)
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"config error: {key}: {str(e).splitlines()[0]} (in override {override!r})") from None
+    return cfg
+
+
+def _resolve_field(key: str) -> dataclasses.Field:
+    cls: Any = Config
+    fld = None
+    for part in key.split("."):
+        if not dataclasses.is_dataclass(cls):
+            break
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        fld = fields[part]
+        cls = fld.type
+    assert fld is not None
+    return fld
+
+
+def _field_default(key: str) -> Any:
+    fld = _resolve_field(key)
+    if fld.default_factory is not dataclasses.MISSING:
+        return fld.default_factory()
+    return fld.default
+
+
+
+def _check_key(key: str) -> None:
+    """Every dotted key must name a field; the error lists the valid keys at that level."""
+    cls: Any = Config
+    path = ""
+    for part in key.split("."):
+        if not dataclasses.is_dataclass(cls):
+            if typing.get_origin(cls) is dict:
+                return  # free-form mapping (eval.zeroshot.NAME, slurm.extra.KEY)
+            raise ConfigError(f"config error: {path} is a value, not a section; {key} does not exist")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        if part not in fields:
+            where = f"{path}" if path else "the config"
+            raise ConfigError(f"config error: {path + '.' if path else ''}{part} is not a key of {where} "
+                              f"({cls.__name__}){_did_you_mean(part, fields, prefix=path)}\n"
+                              f"  valid keys: {', '.join(fields)}")
+        cls = fields[part].type
+        path = f"{path}.{part}" if path else part
+
+
+def _did_you_mean(word: str, candidates: Any, prefix: str = "") -> str:
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f"; did you mean {prefix + '.' if prefix else ''}{close[0]}?" if close else ""
+
+
+def _merge(cfg: DictConfig, data: dict[str, Any], source: str) -> DictConfig:
+    for key in _flat_keys(data):
+        try:
+            _check_key(key)
+        except ConfigError as e:
+            raise ConfigError(f"{e} (in {source})") from None
+    try:
+        return OmegaConf.merge(cfg, data)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", "") or ", ".join(_flat_keys(data))
+        raise ConfigError(f"config error: {key}: {str(e).splitlines()[0]} (in {source})") from None
+
+
+def _flat_keys(data: dict[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v and not _is_mapping_field(key):
+            keys += _flat_keys(v, f"{key}.")
+        else:
+            keys.append(key)
+    return keys
+
+
+def _is_mapping_field(key: str) -> bool:
+    try:
+        _check_key(key)
+        return isinstance(_field_default(key), dict)
+    except (ConfigError, KeyError):
+        return False
+
+
+def _validate(cfg: DictConfig) -> Config:
+    obj: Config = OmegaConf.to_object(cfg) if not OmegaConf.is_missing(cfg.data, "tokenizer") else _with_missing(cfg)
+    _check_choices(obj, "")
+    _check_loss_name(obj.loss.name)
+    if obj.data.crop_scale[0] > obj.data.crop_scale[1]:
+        raise ConfigError(f"config error: data.crop_scale={obj.data.crop_scale} must be (low, high) with low <= high")
+    if not obj.run_dir.strip():
+        raise ConfigError("config error: run_dir is empty; name the run's directory, e.g. run_dir=runs/my-run")
+    return obj
+
+
+def _with_missing(cfg: DictConfig) -> Config:
+    """to_object refuses MISSING values; keep '???' for keys a command may not need (data.tokenizer)."""
+    container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    return _build(Config, container)
+
+
+def _build(cls: Any, data: dict[str, Any]) -> Any:
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        value = data[f.name]
+        kwargs[f.name] = _build(f.type, value) if dataclasses.is_dataclass(f.type) else value
+    return cls(**kwargs)
+
+
+def _check_choices(node: Any, prefix: str) -> None:
+    for f in dataclasses.fields(node):
+        value = getattr(node, f.name)
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            _check_choices(value, f"{key}.")
+        elif "choices" in f.metadata and value not in f.metadata["choices"]:
+            choices = f.metadata["choices"]
+            raise ConfigError(f"config error: {key}={value!r} is not a valid choice"
+                              f"{_did_you_mean(str(value), choices)}\n  valid: {', '.join(choices)}")
+        elif "interval" in f.metadata:
+            numbers = value if isinstance(value, tuple) else (value,)
+            if not all(math.isfinite(x) and f.metadata["contains"](x) for x in numbers):
+                raise ConfigError(f"config error: {key}={value!r} is out of range: expected "
+                                  f"{'numbers' if isinstance(value, tuple) else 'a number'} in "
+                                  f"{f.metadata['interval']}")
+
+
+def _check_loss_name(name: str) -> None:
+    import losses
+
+    known = losses.names()
+    if name not in known:
+        raise ConfigError(f"config error: loss.name={name!r} is not a registered loss"
+                          f"{_did_you_mean(name, known)}\n  valid: {', '.join(known)}")
