@@ -1,0 +1,81 @@
+"""One raw sample to a uint8 image [3, S, S] and one of its captions, or BadSample naming why not.
+
+Images: PIL, with JPEG draft mode (DCT scaling) when the source is at least twice the size the crop
+needs; RandomResizedCrop for training, resize + centre crop for evaluation, through torchvision's v2
+functionals with crop parameters drawn from the caller's generator (never a global RNG).
+Which samples are usable and what their captions are is data/validate.py's; one caption is drawn per visit.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as F
+
+from data.validate import image_and_captions, load_image
+
+CROP_RATIO = (3 / 4, 4 / 3)  # RandomResizedCrop's default aspect-ratio range
+
+
+@dataclass(frozen=True)
+class ImageTransform:
+    image_size: int
+    train: bool
+    crop_scale: tuple[float, float]
+
+    def needed_short_side(self) -> int:
+        """The short side a decoded image needs so that the smallest possible crop still has image_size pixels."""
+        if not self.train:
+            return self.image_size
+        return math.ceil(self.image_size / math.sqrt(self.crop_scale[0] * CROP_RATIO[0]))
+
+    def __call__(self, image: Image.Image, generator: torch.Generator) -> torch.Tensor:
+        size = [self.image_size, self.image_size]
+        if self.train:
+            top, left, height, width = random_resized_crop_box(image.height, image.width, self.crop_scale, generator)
+            image = F.resized_crop(image, top, left, height, width, size, InterpolationMode.BICUBIC, antialias=True)
+        else:
+            image = F.center_crop(F.resize(image, self.image_size, InterpolationMode.BICUBIC, antialias=True), size)
+        return F.pil_to_tensor(image)
+
+
+def random_resized_crop_box(height: int, width: int, scale: tuple[float, float],
+                            generator: torch.Generator) -> tuple[int, int, int, int]:
+    """torchvision's RandomResizedCrop.get_params (top, left, height, width), drawing from `generator`."""
+    area = height * width
+    log_low, log_high = math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1])
+    for _ in range(10):
+        u_area, u_ratio, u_top, u_left = torch.rand(4, generator=generator).tolist()
+        target_area = area * (scale[0] + (scale[1] - scale[0]) * u_area)
+        aspect = math.exp(log_low + (log_high - log_low) * u_ratio)
+        w = round(math.sqrt(target_area * aspect))
+        h = round(math.sqrt(target_area / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            return min(int(u_top * (height - h + 1)), height - h), min(int(u_left * (width - w + 1)), width - w), h, w
+    aspect = width / height
+    if aspect < CROP_RATIO[0]:
+        w, h = width, round(width / CROP_RATIO[0])
+    elif aspect > CROP_RATIO[1]:
+        w, h = round(height * CROP_RATIO[1]), height
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def open_image(data: bytes, needed_short_side: int) -> Image.Image:
+    """An RGB image; a JPEG decodes at 1/2, 1/4 or 1/8 scale (draft mode) when its short side still covers the need."""
+    image = load_image(data, draft_short_side=needed_short_side)
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    return image.convert("RGB")
+
+
+def decode(members: dict[str, bytes], transform: ImageTransform,
+           generator: torch.Generator) -> tuple[torch.Tensor, str]:
+    """Raises data.validate.BadSample for a sample that breaks its rules."""
+    image, choices = image_and_captions(members)
+    caption = choices[int(torch.randint(len(choices), (1,), generator=generator))]
+    return transform(open_image(image, transform.needed_short_side()), generator), caption

@@ -1,0 +1,47 @@
+"""Input patterns to file lists, for every reader of data/: shards, tables, caption files.
+
+    expand_patterns(["d/shard-{000000..000007}.tar", "e/*.tar", "pipe:curl -s URL/{0..9}.tar"])
+
+Each pattern is brace-expanded; an item with glob characters matches files (sorted), any other
+item must be an existing file, and with `allow_pipe` a `pipe:CMD` item is kept as given (read
+from CMD's stdout by data.shards.read_shard). A pattern that matches nothing, or whose brace list
+names files that do not exist, is a DataError naming the pattern.
+"""
+from __future__ import annotations
+
+import glob
+import os
+from typing import Sequence
+
+import braceexpand
+
+from data.errors import DataError
+
+PIPE_PREFIX = "pipe:"
+
+
+def expand_patterns(patterns: Sequence[str], *, noun: str = "pattern", allow_pipe: bool = True) -> list[str]:
+    """Paths (and `pipe:` commands) in pattern order; errors call a pattern `noun` ("shard pattern 'd/*.tar' ...")."""
+    if isinstance(patterns, str):
+        raise TypeError("patterns must be a list of patterns, not one string")
+    if not patterns:
+        raise DataError(f"no {noun} given")
+    urls: list[str] = []
+    for pattern in patterns:
+        matched: list[str] = []
+        missing: list[str] = []
+        for item in braceexpand.braceexpand(pattern):
+            if allow_pipe and item.startswith(PIPE_PREFIX):
+                matched.append(item)
+            elif glob.has_magic(item):
+                matched += sorted(glob.glob(item))
+            elif os.path.isfile(item):
+                matched.append(item)
+            else:
+                missing.append(item)
+        if not matched:
+            raise DataError(f"{noun} {pattern!r} matches no file")
+        if missing:
+            raise DataError(f"{noun} {pattern!r}: {len(missing)} file(s) do not exist, first {missing[0]}")
+        urls += matched
+    return urls

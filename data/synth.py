@@ -1,0 +1,284 @@
+"""The embedded demo dataset (`contrastive data synth OUT`): rendered shape scenes, no download.
+
+    OUT/train/shard-000000.tar ...      training shards (img2dataset layout), 5 captions per image
+    OUT/tokenizer.json                  byte-level BPE trained on every caption and prompt below
+    OUT/eval/zeroshot_attributes/       ImageFolder (one object; class = colour + shape)
+    OUT/eval/zeroshot_relations/        ImageFolder (two objects; class = "circle left of a square")
+    OUT/eval/retrieval_attributes/      images/ + Karpathy-style dataset.json, 5 captions per image
+    OUT/eval/retrieval_relations/       same, with relation captions
+    OUT/info.json, OUT/README.md        what was generated: counts, classes, chance levels, seed
+
+Every sample is a pure function of (seed, split, index): each split draws from its own seed
+stream, so the evaluation sets are held out from training, and the same seed gives
+byte-identical files. OUT is built beside itself (`OUT.partial`) and moved into place when
+complete; an existing synth output at OUT is replaced, anything else there is left alone.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import re
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+from tqdm import tqdm
+
+from data.atomic import atomic_write_text
+from data.captions import (ATTRIBUTE_TEMPLATES, RELATION_TEMPLATES, attribute_captions, attribute_class,
+                           relation_captions, relation_class)
+from data.errors import DataError
+from data.scenes import BACKGROUNDS, COLOURS, RELATIONS, SHAPES, SIZES, Scene, random_scene, render
+from data.shards import ShardWriter, sample_key, shard_name
+from data.tokenizer import train_bpe
+
+GENERATOR = "contrastive data synth"
+OBJECT_COUNT_WEIGHTS = {1: 0.5, 2: 0.35, 3: 0.15}
+CAPTIONS_PER_IMAGE = 5
+RELATION_CAPTIONS_PER_PAIR = 2  # of the 5 training captions of a two-object image; the rest name attributes
+ZEROSHOT_RELATIONS = ("left of", "above")  # with every ordered shape pair, each image has exactly one true class
+
+
+def _rng(seed: int, split: str, index: int) -> random.Random:
+    return random.Random(f"{seed}/{split}/{index}")  # str seeds hash with SHA-512: stable across runs
+
+
+def _no_bar(progress: Optional[bool]) -> Optional[bool]:
+    """tqdm's `disable`: None hides the bar when stderr is not a terminal."""
+    return None if progress is None else not progress
+
+
+def _png(scene: Scene, image_size: int) -> bytes:
+    buffer = io.BytesIO()
+    render(scene, image_size).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _mixed_scene(rng: random.Random) -> Scene:
+    num_objects = rng.choices(list(OBJECT_COUNT_WEIGHTS), weights=list(OBJECT_COUNT_WEIGHTS.values()))[0]
+    relation = rng.choice(RELATIONS) if num_objects == 2 else None  # two objects are always clearly placed
+    return random_scene(rng, num_objects, relation=relation)
+
+
+def _metadata(key: str, scene: Scene, captions: list[str]) -> dict:
+    return {
+        "key": key, "caption": captions[0], "captions": captions, "background": scene.background,
+        "relation": scene.relation(),
+        "objects": [{k: v for k, v in asdict(obj).items() if k != "rgb"} for obj in scene.objects],
+    }
+
+
+@dataclass
+class TrainSample:
+    key: str
+    members: dict[str, bytes]  # tar members: png, txt, json
+    attribute_captions: list[str]
+    relation_captions: list[str]
+
+
+def train_sample(seed: int, index: int, image_size: int) -> TrainSample:
+    rng = _rng(seed, "train", index)
+    scene = _mixed_scene(rng)
+    relations = RELATION_CAPTIONS_PER_PAIR if len(scene.objects) == 2 else 0
+    attributes = attribute_captions(rng, scene, CAPTIONS_PER_IMAGE - relations)
+    captions = attributes + (relation_captions(rng, scene, relations) if relations else [])
+    key = sample_key(index)
+    members = {
+        "png": _png(scene, image_size),
+        "txt": "\n".join(captions).encode("utf-8"),
+        "json": json.dumps(_metadata(key, scene, captions), sort_keys=True).encode("utf-8"),
+    }
+    return TrainSample(key, members, attributes, captions[len(attributes):])
+
+
+def attribute_classes() -> list[tuple[str, str, str]]:
+    """(folder, class name, colour/shape) for zero-shot attributes, in sorted folder order."""
+    classes = [(f"{colour}_{shape}", f"{colour} {shape}", (colour, shape)) for colour in COLOURS for shape in SHAPES]
+    return sorted(classes)
+
+
+def relation_classes() -> list[tuple[str, str, tuple[str, str, str]]]:
+    """(folder, class name, (shape, relation, shape)) for zero-shot relations, in sorted folder order."""
+    classes = []
+    for relation in ZEROSHOT_RELATIONS:
+        for first in SHAPES:
+            for second in SHAPES:
+                if first != second:
+                    name = relation_class(first, relation, second)
+                    classes.append((name.replace(" ", "_"), name, (first, relation, second)))
+    return sorted(classes)
+
+
+def _write_zeroshot(out: Path, split: str, seed: int, images_per_class: int, image_size: int,
+                    progress: Optional[bool]) -> list[str]:
+    """ImageFolder + classnames.txt + templates.txt; returns the prompts (for the tokenizer)."""
+    is_relation = split == "zeroshot_relations"
+    classes = relation_classes() if is_relation else attribute_classes()
+    templates = RELATION_TEMPLATES if is_relation else ATTRIBUTE_TEMPLATES
+    for folder, _, _ in classes:
+        (out / folder).mkdir(parents=True)
+    count = images_per_class * len(classes)
+    for index in tqdm(range(count), desc=split, disable=_no_bar(progress)):
+        folder, _, spec = classes[index % len(classes)]
+        rng = _rng(seed, split, index)
+        if is_relation:
+            first, relation, second = spec
+            scene = random_scene(rng, 2, shapes=[first, second], relation=relation)
+        else:
+            colour, shape = spec
+            scene = random_scene(rng, 1, shapes=[shape], colours=[colour])
+        (out / folder / f"{index:06d}.png").write_bytes(_png(scene, image_size))
+    (out / "classnames.txt").write_text("".join(f"{name}\n" for _, name, _ in classes))
+    (out / "templates.txt").write_text("".join(f"{t}\n" for t in templates))
+    return [t.replace("{c}", name) for _, name, _ in classes for t in templates]
+
+
+def _karpathy_tokens(caption: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", caption.lower())
+
+
+def _write_retrieval(out: Path, split: str, seed: int, num_images: int, image_size: int,
+                     progress: Optional[bool]) -> list[str]:
+    """images/*.png + Karpathy-style dataset.json (split "test"); returns all captions."""
+    (out / "images").mkdir(parents=True)
+    images, all_captions = [], []
+    for index in tqdm(range(num_images), desc=split, disable=_no_bar(progress)):
+        rng = _rng(seed, split, index)
+        if split == "retrieval_relations":
+            scene = random_scene(rng, 2, relation=rng.choice(RELATIONS))
+            captions = relation_captions(rng, scene, CAPTIONS_PER_IMAGE)
+        else:
+            scene = _mixed_scene(rng)
+            captions = attribute_captions(rng, scene, CAPTIONS_PER_IMAGE)
+        filename = f"{index:06d}.png"
+        (out / "images" / filename).write_bytes(_png(scene, image_size))
+        sentids = list(range(index * CAPTIONS_PER_IMAGE, (index + 1) * CAPTIONS_PER_IMAGE))
+        images.append({
+            "filename": filename, "filepath": "images", "split": "test", "imgid": index, "sentids": sentids,
+            "sentences": [{"raw": c, "tokens": _karpathy_tokens(c), "imgid": index, "sentid": s}
+                          for c, s in zip(captions, sentids)],
+        })
+        all_captions += captions
+    (out / "dataset.json").write_text(json.dumps({"dataset": split, "images": images}, indent=1) + "\n")
+    return all_captions
+
+
+def _replaceable(out: Path) -> bool:
+    """OUT may be replaced: it does not exist, is empty, or holds an earlier synth output."""
+    if not out.exists():
+        return True
+    if not out.is_dir():
+        return False
+    if not any(out.iterdir()):
+        return True
+    try:
+        return json.loads((out / "info.json").read_text()).get("generator") == GENERATOR
+    except (OSError, ValueError):
+        return False
+
+
+def _move_into_place(partial: Path, out: Path) -> None:
+    os.sync()  # the rename below must not publish files whose data is not yet on disk
+    if out.exists():
+        old = out.with_name(out.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, old)
+        os.replace(partial, out)
+        shutil.rmtree(old)
+    else:
+        os.replace(partial, out)
+
+
+def synthesize(out: str | os.PathLike, seed: int = 0, train_samples: int = 8000, samples_per_shard: int = 1000,
+               image_size: int = 64, images_per_class: int = 12, retrieval_images: int = 500,
+               vocab_size: int = 1000, progress: Optional[bool] = None) -> dict:
+    """Write the demo dataset to `out` and return its info.json content. `progress`: None shows
+    progress bars only on a terminal."""
+    out = Path(out)
+    if min(train_samples, samples_per_shard, image_size, images_per_class, retrieval_images) < 1:
+        raise DataError("synth: sample counts, images per class and image size must be positive")
+    if image_size < 16:
+        raise DataError(f"synth: image size must be at least 16 px to draw recognisable shapes, got {image_size}")
+    if not _replaceable(out):
+        raise DataError(f"{out} exists and is not an earlier synth output (no info.json from {GENERATOR}); "
+                        f"choose a new directory")
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+
+    all_captions: list[str] = []
+    caption_lines = {"attribute": 0, "relation": 0}
+    with ShardWriter(partial / "train", max_samples=samples_per_shard) as writer:
+        for index in tqdm(range(train_samples), desc="train", disable=_no_bar(progress)):
+            sample = train_sample(seed, index, image_size)
+            writer.write(sample.key, sample.members)
+            all_captions += sample.attribute_captions + sample.relation_captions
+            caption_lines["attribute"] += len(sample.attribute_captions)
+            caption_lines["relation"] += len(sample.relation_captions)
+    num_shards = len(writer.shards)
+
+    eval_info = {}
+    for split in ("zeroshot_attributes", "zeroshot_relations"):
+        all_captions += _write_zeroshot(partial / "eval" / split, split, seed, images_per_class, image_size, progress)
+        num_classes = len(relation_classes() if split == "zeroshot_relations" else attribute_classes())
+        eval_info[split] = {"task": "zeroshot", "images": images_per_class * num_classes, "classes": num_classes,
+                            "chance_top1": 1 / num_classes}
+    for split in ("retrieval_attributes", "retrieval_relations"):
+        all_captions += _write_retrieval(partial / "eval" / split, split, seed, retrieval_images, image_size, progress)
+        eval_info[split] = {"task": "retrieval", "images": retrieval_images,
+                            "captions": retrieval_images * CAPTIONS_PER_IMAGE,
+                            "chance_t2i_R@1": 1 / retrieval_images}
+
+    train_bpe(all_captions, vocab_size, partial / "tokenizer.json")
+    tokenizer_vocab = len(json.loads((partial / "tokenizer.json").read_text())["model"]["vocab"])
+    info = {
+        "generator": GENERATOR, "seed": seed, "image_size": image_size,
+        "train": {"samples": train_samples, "shards": num_shards,
+                  "pattern": f"train/shard-{{{shard_name(0)[6:12]}..{shard_name(num_shards - 1)[6:12]}}}.tar",
+                  "captions_per_image": CAPTIONS_PER_IMAGE, "caption_lines": caption_lines,
+                  "objects_per_image": {str(k): v for k, v in OBJECT_COUNT_WEIGHTS.items()}},
+        "eval": eval_info,
+        "tokenizer": {"file": "tokenizer.json", "bpe_vocab_size": tokenizer_vocab},
+        "vocabulary": {"shapes": list(SHAPES), "colours": list(COLOURS), "sizes": list(SIZES),
+                       "backgrounds": list(BACKGROUNDS), "relations": list(RELATIONS)},
+    }
+    atomic_write_text(partial / "info.json", json.dumps(info, indent=1) + "\n")
+    atomic_write_text(partial / "README.md", _readme(info))
+    _move_into_place(partial, out)
+    return info
+
+
+def _readme(info: dict) -> str:
+    train, vocabulary = info["train"], info["vocabulary"]
+    lines = [
+        "# Synthetic shapes: the demo dataset",
+        "",
+        f"Generated by `{GENERATOR} --seed {info['seed']}` ({info['image_size']}x{info['image_size']} px PNG). "
+        "Same seed, same bytes.",
+        "",
+        f"Scenes: 1-3 objects (weights {train['objects_per_image']}), shapes {', '.join(vocabulary['shapes'])}; "
+        f"colours {', '.join(vocabulary['colours'])}; sizes {', '.join(vocabulary['sizes'])}; "
+        f"backgrounds {', '.join(vocabulary['backgrounds'])}.",
+        "",
+        f"- `train/`: {train['samples']} samples in {train['shards']} shards (`{train['pattern']}`), "
+        f"{train['captions_per_image']} caption lines per image in KEY.txt: "
+        f"{train['caption_lines']['attribute']} attribute captions, {train['caption_lines']['relation']} relation "
+        "captions (two-object images); KEY.json holds the scene (objects, positions, background).",
+        f"- `tokenizer.json`: byte-level BPE trained on every caption and prompt here "
+        f"({info['tokenizer']['bpe_vocab_size']} tokens).",
+    ]
+    for split, item in info["eval"].items():
+        if item["task"] == "zeroshot":
+            lines.append(f"- `eval/{split}/`: zero-shot classification, ImageFolder with classnames.txt and "
+                         f"templates.txt; {item['images']} images, {item['classes']} classes, "
+                         f"chance top-1 {item['chance_top1']:.2%}.")
+        else:
+            lines.append(f"- `eval/{split}/`: retrieval, images/ + dataset.json (Karpathy format, split test); "
+                         f"{item['images']} images, {item['captions']} captions, "
+                         f"chance text-to-image R@1 {item['chance_t2i_R@1']:.2%}.")
+    lines += ["", "Attribute sets are meant to be learned by a tiny CLIP in minutes; relation sets are a harder "
+              "probe (a bag-of-words model cannot tell `circle left of a square` from `square left of a circle`).", ""]
+    return "\n".join(lines)
