@@ -1,0 +1,42 @@
+"""Scorers: the unscaled similarity of every image with every text, in [-1, 1].
+
+A scorer also says what the model must feed it (`name`: "dot" or "llip") and how the text reprs
+of several prompt templates combine into one class repr for zero-shot classification.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Similarity(nn.Module, ABC):
+    name: ClassVar[str]
+    text_chunk: int | None = None  # most texts one forward call should score; None: any number
+
+    @abstractmethod
+    def forward(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """[N_image, N_text] similarities."""
+
+    @abstractmethod
+    def combine_templates(self, text: torch.Tensor) -> torch.Tensor:
+        """The reprs of T prompts of one class [T, ...] -> one class repr [...]."""
+
+
+class DotSimilarity(Similarity):
+    """Cosine similarity of L2-normalised image [N_image, D] and text [N_text, D] embeddings."""
+
+    name = "dot"
+
+    def forward(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        if image.dim() != 2 or text.dim() != 2 or image.shape[1] != text.shape[1]:
+            raise ValueError(f"dot scorer expects image [N, D] and text [M, D] embeddings, "
+                             f"got image {list(image.shape)} and text {list(text.shape)}")
+        return image @ text.T
+
+    def combine_templates(self, text: torch.Tensor) -> torch.Tensor:
+        """[T, D] embeddings of one class's prompts -> [D]: normalise, average, renormalise."""
+        return F.normalize(F.normalize(text, dim=-1).mean(dim=0), dim=-1)
