@@ -1,0 +1,63 @@
+"""Submit callables as jobs: on Slurm several become one job array; each job's logs land in its own run dir.
+
+On Slurm, job J's submitit files (stdout/stderr of every task, pickles) live in LOG_DIR/J/. An array's
+files are written under one folder (ARRAY_FOLDER/J/, submitit knows a single folder per executor) and
+every run dir gets a relative symlink LOG_DIR/J -> that folder, so `RUN_DIR/slurm/` lists the jobs of that
+run. Local jobs write into LOG_DIR itself, their files named by process id (submitit's local executor
+would leave an empty literal `%j` directory behind a per-job folder).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import submitit
+from submitit.core.utils import FailedJobError
+
+from slurm.errors import SlurmError
+from slurm.executor import make_executor
+from slurm.resources import Resources
+
+
+def submit(fns: Sequence[Callable[[], Any]], log_dirs: Sequence[Path], resources: Resources, *, local: bool,
+           job_name: str, array_folder: Optional[Path] = None) -> list[submitit.Job]:
+    """One job per callable (all with the same resources); fns[i]'s logs go to log_dirs[i] (see above).
+
+    On Slurm, several callables form one job array whose files are kept in `array_folder` (default:
+    log_dirs[0]). Locally (`local=True`) each callable is its own process; there are no arrays.
+    """
+    if len(fns) != len(log_dirs) or not fns:
+        raise ValueError(f"need one log dir per callable, got {len(fns)} callables and {len(log_dirs)} log dirs")
+    for log_dir in log_dirs:
+        log_dir.mkdir(parents=True, exist_ok=True)
+    if local:
+        return [make_executor(resources, log_dir, local=True, job_name=job_name).submit(fn)
+                for fn, log_dir in zip(fns, log_dirs)]
+    folder = (array_folder or log_dirs[0]).absolute()
+    executor = make_executor(resources, folder / "%j", local=False, job_name=job_name)
+    try:
+        jobs = executor.submit_array(list(fns))
+    except FailedJobError as e:
+        raise SlurmError(f"sbatch refused the job: {e}") from None
+    for job, log_dir in zip(jobs, log_dirs):
+        link = log_dir.absolute() / job.job_id
+        if link != job.paths.folder:
+            link.symlink_to(os.path.relpath(job.paths.folder, log_dir.absolute()))
+    return jobs
+
+
+def final_results(job: submitit.Job, poll_s: float = 2.0) -> list[Any]:
+    """Every task's result once the job has left the queue for good.
+
+    A job that requeues itself passes through a state submitit takes for final (its step is cancelled for
+    the requeue and sacct says FAILED for a moment), and submitit never looks again; so on Slurm this waits
+    until squeue no longer lists the job before asking for the results.
+    """
+    if isinstance(job, submitit.SlurmJob):
+        while subprocess.run(["squeue", "-h", "-j", job.job_id, "-o", "%T"], capture_output=True,
+                             text=True).stdout.strip():
+            time.sleep(poll_s)
+    return job.results()
