@@ -1,0 +1,238 @@
+"""Side by side with OpenCLIP (open-clip-torch 3.3.0): `make bench-peers`, or
+
+    .venv/bin/python -m contrastive.bench_peers --peer-python .venv-peers/bin/python [--quick]
+
+Two long-lived processes, this project's (`--serve`) and OpenCLIP's (contrastive/bench_openclip_side.py, run by
+the peer venv's Python), answer the same JSON requests in turn, so every pair of figures is measured in one run
+under the same machine load, alternating, best of `--rounds`. Identical work on both sides:
+- training step on synthetic in-memory batches (same tensors: same seed, same torch): model + loss + AdamW
+  (same hyper-parameters, gradient clipping at optim.clip_grad) + each codebase's per-step loop overhead; the
+  model shapes of our config, built for OpenCLIP as a model config dict; fp32 and bf16 autocast
+  (OpenCLIP's --precision amp_bf16); CLIP and SigLIP losses. Ours mirrors the step of contrastive.train._loop,
+  OpenCLIP's is its own open_clip_train.train.train_one_epoch;
+- zero-shot classification end to end on in-memory images (classifier from class prompts with each codebase's
+  tokenizer, image encoding, logits, metrics) with the tiny model;
+- retrieval metrics (logits, ranks, R@k both ways) on the same unit-norm embeddings.
+Our step's FLOPs are counted (torch.utils.flop_counter) and set against the measured matmul peak per dtype.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from contrastive import sharding, stopping
+from contrastive.benchmark import matmul_peak_gflops
+from contrastive.config import Config, load_config
+from contrastive.logger import TrainLogger
+from contrastive.model import build_model
+from contrastive.optim import build_optimizer
+from contrastive.schedule import lr_at
+from contrastive.step import forward_backward
+from data.tokenizer import Tokenizer, train_bpe
+from eval.classification_data import ClassificationSet
+from eval.metrics import retrieval_metrics
+from eval.prompts import fill, imagenet_classnames, template_set
+from eval.runtime import Runtime
+from eval.zeroshot import evaluate_zeroshot
+
+# (config, global batch, vocabulary): the demo's tiny towers and ViT-B/32 with CLIP's vocabulary.
+MODELS = (("demo", 128, 4096), ("clip_b32", 16, 49408))
+PRECISIONS = ("fp32", "bf16")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+LOSSES = ("clip", "siglip")
+ZEROSHOT_CLASSES, ZEROSHOT_IMAGES, EVAL_BATCH = 100, 1024, 256
+RETRIEVAL_N, RETRIEVAL_DIM = 5000, 512
+
+
+def spec(cfg: Config, vocab: int) -> dict[str, Any]:
+    """Our model's shapes as plain data, for OpenCLIP's side to build the same model."""
+    image, text = cfg.model.image, cfg.model.text
+    return {"embed_dim": cfg.model.embed_dim,
+            "image": {k: getattr(image, k) for k in ("image_size", "patch_size", "width", "depth", "heads",
+                                                     "mlp_ratio")},
+            "text": {**{k: getattr(text, k) for k in ("context_length", "width", "depth", "heads", "mlp_ratio")},
+                     "vocab": vocab}}
+
+
+def synthetic_batch(spec_: dict[str, Any], batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Identical to bench_openclip_side.synthetic_batch (the peer script cannot import the project)."""
+    g = torch.Generator().manual_seed(1)
+    size, length, vocab = spec_["image"]["image_size"], spec_["text"]["context_length"], spec_["text"]["vocab"]
+    images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=g)
+    tokens = torch.randint(1, vocab, (batch, length), generator=g)
+    tokens[:, length // 2:] = 0
+    return images, tokens
+
+
+def train_step(req: dict[str, Any]) -> dict[str, float]:
+    """The per-step work of contrastive.train._loop on one process, minus data loading and checkpoints."""
+    cfg = load_config(req["config"], [f"loss.name={req['loss']}"])
+    torch.manual_seed(0)
+    model = build_model(cfg.model, cfg.loss, vocab_size=req["spec"]["text"]["vocab"], pad_id=0)
+    optimizer = build_optimizer(model, cfg.optim)
+    images, tokens = synthetic_batch(req["spec"], req["batch"])
+    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if req["precision"] == "bf16" \
+        else contextlib.nullcontext
+    with tempfile.TemporaryDirectory() as tmp:
+        logger = TrainLogger(Path(tmp), enabled=False, total_steps=10**6, global_batch=req["batch"])
+
+        def step(index: int) -> None:
+            lr = lr_at(index, cfg.optim.lr, cfg.optim.warmup_steps, 10**6, cfg.optim.min_lr_ratio)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            out = forward_backward(model, model, images, tokens, autocast)
+            grad_norm = sharding.full_tensor(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad))
+            flags = torch.stack([torch.tensor(float(stopping.stop_requested())),
+                                 (~torch.isfinite(out["loss"].detach()) | ~torch.isfinite(grad_norm)).float()])
+            flags.tolist()  # the loop's one host sync per step
+            optimizer.step()
+            logger.update({**out, "grad_norm": grad_norm}, 0.0)
+            optimizer.zero_grad(set_to_none=True)
+
+        step(0)
+        start = time.perf_counter()
+        for index in range(1, req["steps"] + 1):
+            step(index)
+        seconds = (time.perf_counter() - start) / req["steps"]
+    with FlopCounterMode(display=False) as counter:
+        forward_backward(model, model, images, tokens, autocast)
+    return {"s_per_step": seconds, "gflop_per_step": counter.get_total_flops() / 1e9}
+
+
+def zeroshot(req: dict[str, Any]) -> dict[str, float]:
+    cfg = load_config(req["config"], [])
+    with tempfile.TemporaryDirectory() as tmp:
+        prompts = [fill(t, c) for c in req["classnames"] for t in req["templates"]]
+        path = train_bpe(prompts, vocab_size=req["spec"]["text"]["vocab"], out_path=Path(tmp) / "tokenizer.json")
+        tokenizer = Tokenizer.from_file(str(path), context_length=cfg.model.text.context_length)
+    torch.manual_seed(0)
+    model = build_model(cfg.model, cfg.loss, vocab_size=req["spec"]["text"]["vocab"], pad_id=tokenizer.pad_id).eval()
+    images, _ = synthetic_batch(req["spec"], req["images"])
+    labels = [i % len(req["classnames"]) for i in range(req["images"])]
+    data = ClassificationSet(Path("in-memory"), req["classnames"], req["templates"], list(zip(images, labels)),
+                             req["images"])
+    runtime = Runtime(torch.device("cpu"), batch_size=req["batch"], workers=0,
+                      autocast_dtype=torch.bfloat16 if req["precision"] == "bf16" else None)
+    start = time.perf_counter()
+    evaluate_zeroshot(model, tokenizer, data, runtime)
+    return {"s": time.perf_counter() - start}
+
+
+def retrieval(req: dict[str, Any]) -> dict[str, float]:
+    g = torch.Generator().manual_seed(2)  # the same embeddings as bench_openclip_side.retrieval_embeddings
+    image = torch.nn.functional.normalize(torch.randn(req["n"], req["dim"], generator=g), dim=-1)
+    text = torch.nn.functional.normalize(image + 0.5 * torch.randn(req["n"], req["dim"], generator=g), dim=-1)
+    start = time.perf_counter()
+    retrieval_metrics(100.0 * image @ text.T, torch.arange(req["n"]))
+    return {"s": time.perf_counter() - start}
+
+
+TASKS = {"train_step": train_step, "zeroshot": zeroshot, "retrieval": retrieval}
+
+
+def serve() -> None:
+    for line in sys.stdin:
+        req = json.loads(line)
+        print(json.dumps(TASKS[req["task"]](req)), flush=True)
+
+
+class Side:
+    def __init__(self, name: str, command: list[str]):
+        self.name = name
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def ask(self, req: dict[str, Any]) -> dict[str, float]:
+        self.process.stdin.write(json.dumps(req) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the {self.name} side exited (code {self.process.wait()}) on request {req['task']}")
+        return json.loads(line)
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait()
+
+
+def best_of(sides: tuple[Side, Side], req: dict[str, Any], rounds: int, key: str) -> list[dict[str, float]]:
+    """Each side's fastest answer over `rounds` alternating rounds (the order flips every round)."""
+    best: list[dict[str, float] | None] = [None, None]
+    for r in range(rounds):
+        for i in ((0, 1) if r % 2 == 0 else (1, 0)):
+            answer = sides[i].ask(req)
+            if best[i] is None or answer[key] < best[i][key]:
+                best[i] = answer
+    return best  # type: ignore[return-value]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--peer-python", default=".venv-peers/bin/python")
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="the tiny model only (no ViT-B/32 rows)")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        return serve()
+    models = MODELS[:1] if args.quick else MODELS
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; MFU against the matmul peak (2048^2) "
+          "measured right after each row's timings", flush=True)
+    peer_script = str(Path(__file__).with_name("bench_openclip_side.py"))
+    sides = (Side("ours", [sys.executable, "-m", "contrastive.bench_peers", "--serve"]),
+             Side("OpenCLIP", [args.peer_python, peer_script]))
+    try:
+        print(f"{'training step':<30}{'ours/OpenCLIP':>14}{'ours samples/s':>16}{'OpenCLIP samples/s':>20}"
+              f"{'our GFLOP/s':>13}{'our MFU':>9}{'peak':>7}", flush=True)
+        for name, batch, vocab in models:
+            model_spec = spec(load_config(name, []), vocab)
+            for precision in PRECISIONS:
+                for loss in LOSSES:
+                    req = {"task": "train_step", "config": name, "spec": model_spec, "batch": batch, "loss": loss,
+                           "precision": precision, "steps": args.steps, "optim": _optim(name)}
+                    ours, peer = best_of(sides, req, args.rounds, "s_per_step")
+                    gflops = ours["gflop_per_step"] / ours["s_per_step"]
+                    peak = matmul_peak_gflops(DTYPES[precision])  # the machine's load drifts: measure it here
+                    print(f"{f'{name} b{batch} {precision} {loss}':<30}{peer['s_per_step'] / ours['s_per_step']:>14.2f}"
+                          f"{batch / ours['s_per_step']:>16.1f}{batch / peer['s_per_step']:>20.1f}"
+                          f"{gflops:>13.1f}{gflops / peak:>9.0%}{peak:>7.0f}", flush=True)
+        _eval_rows(sides, args.rounds)
+    finally:
+        for side in sides:
+            side.close()
+
+
+def _optim(name: str) -> dict[str, Any]:
+    o = load_config(name, []).optim
+    return {"lr": o.lr, "weight_decay": o.weight_decay, "betas": list(o.betas), "eps": o.eps,
+            "warmup_steps": o.warmup_steps, "clip_grad": o.clip_grad}
+
+
+def _eval_rows(sides: tuple[Side, Side], rounds: int) -> None:
+    name, _, _ = MODELS[0]
+    vocab = 49408  # OpenCLIP's tokenizer emits CLIP's ids, so both tiny models get CLIP's vocabulary here
+    print(f"{'evaluation':<44}{'ours/OpenCLIP':>14}{'ours s':>16}{'OpenCLIP s':>20}", flush=True)
+    for precision in PRECISIONS:
+        req = {"task": "zeroshot", "config": name, "spec": spec(load_config(name, []), vocab), "precision": precision,
+               "classnames": imagenet_classnames()[:ZEROSHOT_CLASSES], "templates": template_set("openai"),
+               "images": ZEROSHOT_IMAGES, "batch": EVAL_BATCH}
+        ours, peer = best_of(sides, req, rounds, "s")
+        label = f"zero-shot {ZEROSHOT_CLASSES}x80 prompts, {ZEROSHOT_IMAGES} img, {precision}"
+        print(f"{label:<44}{peer['s'] / ours['s']:>14.2f}{ours['s']:>16.2f}{peer['s']:>20.2f}", flush=True)
+    ours, peer = best_of(sides, {"task": "retrieval", "n": RETRIEVAL_N, "dim": RETRIEVAL_DIM}, rounds, "s")
+    label = f"retrieval metrics {RETRIEVAL_N}x{RETRIEVAL_N}"
+    print(f"{label:<44}{peer['s'] / ours['s']:>14.2f}{ours['s']:>16.2f}{peer['s']:>20.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""Checkpoints in RUN_DIR/checkpoints/: step_XXXXXX.pt files plus `latest`, the name of the newest complete one.
+
+A checkpoint is written to a temp file, fsynced, renamed; `latest` is replaced the same way only
+afterwards, so a crash at any moment leaves the previous `latest` loadable. Files hold only tensors and
+plain Python values, so they load with `torch.load(weights_only=True)` and never run code.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from data.atomic import AtomicFile, atomic_write_bytes
+
+STEP_FILE = re.compile(r"^step_(\d{6,})\.pt$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, corrupt or from another run, named in the message."""
+
+
+class Checkpointer:
+    def __init__(self, run_dir: str | os.PathLike, keep: int = 3):
+        self.dir = Path(run_dir) / "checkpoints"
+        self.keep = keep
+
+    def path(self, step: int) -> Path:
+        return self.dir / f"step_{step:06d}.pt"
+
+    def save(self, step: int, state: dict[str, Any]) -> Path:
+        """Raises CheckpointError when the file system refuses the write (disk full, quota, I/O error): the temp
+        file is gone and `latest` still names the previous complete checkpoint."""
+        path = self.path(step)
+        self._remove_partial_writes()
+        try:
+            with AtomicFile(path) as out:
+                torch.save(state, out.file)
+            atomic_write_bytes(self.dir / "latest", f"{path.name}\n".encode())
+        except OSError as e:
+            previous = self.latest()
+            raise CheckpointError(f"checkpoint {path} could not be written ({e}); `latest` still names "
+                                  f"{previous.name if previous else 'no checkpoint'}") from e
+        self._prune()
+        return path
+
+    def latest(self) -> Path | None:
+        marker = self.dir / "latest"
+        if not marker.exists():
+            return None
+        path = self.dir / marker.read_text().strip()
+        if not path.exists():
+            raise CheckpointError(f"{marker} names {path.name}, which does not exist")
+        return path
+
+    def steps(self) -> list[int]:
+        if not self.dir.is_dir():
+            return []
+        return sorted(int(m.group(1)) for p in self.dir.iterdir() if (m := STEP_FILE.match(p.name)))
+
+    def _remove_partial_writes(self) -> None:
+        """Temp files a killed process left mid-write (one writer per run dir: rank 0)."""
+        if self.dir.is_dir():
+            for partial in self.dir.glob(".step_*.pt.*.tmp"):
+                partial.unlink(missing_ok=True)
+
+    def _prune(self) -> None:
+        if self.keep <= 0:
+            return
+        for step in self.steps()[:-self.keep]:
+            self.path(step).unlink(missing_ok=True)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for truncated files and refused pickles
+        raise CheckpointError(f"checkpoint {path} cannot be loaded: {type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''}") from e
+    if not isinstance(state, dict) or "model" not in state or "step" not in state:
+        raise CheckpointError(f"checkpoint {path} is not a training checkpoint (no model/step entries)")
+    return state

@@ -1,0 +1,26 @@
+"""`contrastive eval RUN_DIR_OR_CHECKPOINT [key=value ...] [--all]`."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="zero-shot classification and retrieval on a run or checkpoint",
+                       description="Rebuild the model from the run's config.yaml, load the weights and run the "
+                                   "evaluators named by eval.zeroshot.NAME=PATH / eval.retrieval.NAME=PATH.")
+    p.add_argument("path", help="run directory (evaluates `latest`, or every checkpoint with --all) or a .pt file")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.add_argument("--all", action="store_true", help="evaluate every checkpoint of the run dir")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from contrastive.evaluate import evaluate_checkpoint
+
+    for result in evaluate_checkpoint(args.path, args.overrides, all_checkpoints=args.all):
+        step = result.pop("step")
+        print(f"step {step}")
+        width = max(map(len, result))
+        for name, value in sorted(result.items()):
+            print(f"  {name:<{width}}  {value:.4f}")
+    return 0

@@ -1,0 +1,203 @@
+"""`contrastive report RUN_DIR|GLOB|SWEEP_DIR|MANIFEST ...`: the ablation table across runs.
+
+One row per run: the config keys whose values differ between the runs (for a sweep, its axes), the last
+step logged, the final training loss (train/loss in RUN_DIR/tb) and the latest evaluation metrics
+(RUN_DIR/eval/step_XXXXXX.json; all but the counts `*/num_*`, or those matching --metrics). Markdown
+(default) or CSV on stdout; --plot also draws the loss curves and those metrics against the step, one line
+per run, into a PNG.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import fnmatch
+import glob
+import io
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from contrastive.config import from_yaml_text, to_flat_dict
+from data.atomic import atomic_write_bytes
+from eval.results import read_json
+from slurm.manifest import FILE_NAME as MANIFEST_NAME, Manifest
+
+LOSS_TAG = "train/loss"
+GLOB_CHARS = "*?["
+COUNTS = "*/num_*"  # dataset sizes the evaluators report next to the scores
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("report", help="ablation table across runs (markdown or CSV, optional PNG)",
+                                   description="One row per run: the config keys that differ between the runs, "
+                                               "steps, final training loss and the latest eval metrics.")
+    parser.add_argument("runs", nargs="+", metavar="RUN_DIR|GLOB|SWEEP_DIR|MANIFEST",
+                        help="run dirs, quoted globs of them (runs/sweep-*/*), sweep dirs or manifest.json files")
+    parser.add_argument("--format", choices=("markdown", "csv"), default="markdown")
+    parser.add_argument("--metrics", nargs="+", metavar="GLOB",
+                        help="eval metrics to show, e.g. 'zeroshot/*/top1' 'retrieval/*/t2i_R@1' "
+                             "(default: all but the counts */num_*)")
+    parser.add_argument("--plot", metavar="PNG", help="also plot loss curves and eval metrics across runs")
+    parser.set_defaults(run=run)
+
+
+@dataclass
+class RunSummary:
+    run_dir: Path
+    config: dict[str, Any]  # flat: {"loss.name": "clip", ...}
+    loss: list[tuple[int, float]]  # train/loss by step
+    evals: list[tuple[int, dict[str, float]]]  # eval results by step
+
+    @property
+    def steps(self) -> int:
+        return max([s for s, _ in self.loss] + [s for s, _ in self.evals], default=0)
+
+    @property
+    def final_loss(self) -> Optional[float]:
+        return self.loss[-1][1] if self.loss else None
+
+    @property
+    def latest_metrics(self) -> dict[str, float]:
+        return self.evals[-1][1] if self.evals else {}
+
+
+def run(args: argparse.Namespace) -> int:
+    summaries = [summarize(run_dir) for run_dir in find_runs(args.runs)]
+    names = {name for s in summaries for _, metrics in s.evals for name in metrics}
+    metrics = sorted(n for n in names if (any(fnmatch.fnmatchcase(n, g) for g in args.metrics) if args.metrics
+                                         else not fnmatch.fnmatchcase(n, COUNTS)))
+    header, rows = table(summaries, metrics)
+    sys.stdout.write(to_csv(header, rows) if args.format == "csv" else to_markdown(header, rows))
+    if args.plot:
+        plot(summaries, metrics, Path(args.plot))
+        print(f"plot: {args.plot}", file=sys.stderr)
+    return 0
+
+
+def find_runs(specs: list[str]) -> list[Path]:
+    """Run dirs in the order given; a sweep dir or manifest stands for its runs, a glob for what it matches
+    (entries that are not runs are skipped there, but an explicit path must be one)."""
+    found: list[Path] = []
+    for spec in specs:
+        if any(c in spec for c in GLOB_CHARS):
+            matches = [runs for match in sorted(glob.glob(spec)) if (runs := _runs_at(Path(match)))]
+            if not matches:
+                raise FileNotFoundError(f"{spec} matches no run dir (a directory with config.yaml), sweep dir "
+                                        "or manifest")
+            found += [run_dir for runs in matches for run_dir in runs]
+        else:
+            runs = _runs_at(Path(spec))
+            if not runs:
+                raise FileNotFoundError(f"{spec} is not a run dir (no config.yaml), a sweep dir or a manifest")
+            found += runs
+    return list(dict.fromkeys(found))
+
+
+def _runs_at(path: Path) -> list[Path]:
+    if path.is_file() and path.suffix == ".json":
+        return Manifest.read(path).run_dirs(path.parent)
+    if (path / MANIFEST_NAME).is_file():
+        return Manifest.read(path / MANIFEST_NAME).run_dirs(path)
+    if (path / "config.yaml").is_file():
+        return [path]
+    return []
+
+
+def summarize(run_dir: Path) -> RunSummary:
+    config = run_dir / "config.yaml"
+    if not config.is_file():
+        raise FileNotFoundError(f"{run_dir} has no config.yaml (its job has not started, or it is not a run dir)")
+    evals = sorted((step, metrics) for step, metrics in (read_json(p) for p in (run_dir / "eval").glob("step_*.json"))
+                   if step is not None)
+    return RunSummary(run_dir, to_flat_dict(from_yaml_text(config.read_text())), read_scalar(run_dir / "tb", LOSS_TAG),
+                      evals)
+
+
+def read_scalar(tb_dir: Path, tag: str) -> list[tuple[int, float]]:
+    """(step, value) of one tensorboard scalar over every event file; a step logged twice (logged again after a
+    resume from an earlier checkpoint) keeps its latest value."""
+    if not tb_dir.is_dir():
+        return []
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    if tag not in events.Tags()["scalars"]:
+        return []
+    latest: dict[int, tuple[float, float]] = {}
+    for event in events.Scalars(tag):
+        if event.step not in latest or event.wall_time >= latest[event.step][0]:
+            latest[event.step] = (event.wall_time, event.value)
+    return [(step, value) for step, (_, value) in sorted(latest.items())]
+
+
+def table(summaries: list[RunSummary], metrics: list[str]) -> tuple[list[str], list[list[Any]]]:
+    varying = [k for k in summaries[0].config if k != "run_dir"
+               and len({repr(s.config.get(k)) for s in summaries}) > 1]
+    labels = _labels([s.run_dir for s in summaries])
+    header = ["run", *varying, "steps", "final loss", *metrics]
+    rows = [[label, *(s.config.get(k) for k in varying), s.steps, s.final_loss,
+             *(s.latest_metrics.get(m) for m in metrics)] for label, s in zip(labels, summaries)]
+    return header, rows
+
+
+def _labels(run_dirs: list[Path]) -> list[str]:
+    """The run dir names, or the full paths when names repeat (runs of two sweeps)."""
+    names = [p.name for p in run_dirs]
+    return names if len(set(names)) == len(names) else [str(p) for p in run_dirs]
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}" if math.isfinite(value) else str(value)
+    return str(value)
+
+
+def to_markdown(header: list[str], rows: list[list[Any]]) -> str:
+    lines = [header, ["---"] * len(header), *([_cell(v) for v in row] for row in rows)]
+    return "".join("| " + " | ".join(c.replace("|", "\\|") for c in line) + " |\n" for line in lines)
+
+
+def to_csv(header: list[str], rows: list[list[Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows([["" if v is None else v for v in row] for row in rows])
+    return out.getvalue()
+
+
+def plot(summaries: list[RunSummary], metrics: list[str], path: Path) -> None:
+    """The loss curves, then one panel per eval metric, in one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [LOSS_TAG, *metrics]
+    columns = min(3, len(panels))
+    rows = math.ceil(len(panels) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.5 * rows), squeeze=False)
+    labels = _labels([s.run_dir for s in summaries])
+    for ax, panel in zip(axes.flat, panels):
+        for label, s in zip(labels, summaries):
+            points = s.loss if panel == LOSS_TAG else [(step, m[panel]) for step, m in s.evals if panel in m]
+            if points:
+                ax.plot(*zip(*points), marker="" if panel == LOSS_TAG else "o", label=label)
+        ax.set_title(panel)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    for ax in axes.flat:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="small")
+            break
+    fig.tight_layout()
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write_bytes(path, png.getvalue())

@@ -1,0 +1,204 @@
+"""`contrastive submit {train,eval}`: training runs, sweeps (one job array) and evaluations as Slurm jobs, or
+as local processes with --local (submitit's local executor).
+
+    contrastive submit train -c demo train.steps=300 --sweep loss.name=clip,siglip,llip
+    contrastive submit eval runs/demo --all
+
+Everything is validated before anything is submitted: every sweep point's config, each run dir's saved
+config (a different one is refused unless --allow-config-change) and its world size. The training and
+evaluation modules (models, timm) are imported when a command runs, not when the CLI starts.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime
+import functools
+import shutil
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import submitit
+from submitit.core.utils import UncompletedJobError
+
+from contrastive.config import Config, ConfigError, load_config, to_yaml
+from contrastive.stopping import request_stop
+from data.atomic import atomic_write_bytes
+from slurm import launch, run_state, sweep
+from slurm.job import TrainJob
+from slurm.manifest import Manifest, SweepPoint
+from slurm.resources import Resources
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("submit", help="submit training runs, sweeps or evaluations to Slurm",
+                                   description="Submit jobs to Slurm through submitit (or run them locally with "
+                                               "--local). Resources come from the slurm.* config keys.")
+    kinds = parser.add_subparsers(dest="submit_command", required=True, metavar="JOB")
+
+    train = kinds.add_parser("train", help="a training run, or a sweep as one job array",
+                             description="Submit a training run; with --sweep, the cartesian product of the axes "
+                                         "as one job array with one run dir per point under "
+                                         "RUNS/sweep-YYYYMMDD-HHMM/ (or under run_dir=PATH if given).")
+    train.add_argument("-c", "--config", help="named config (e.g. demo, clip_b16) or a YAML file")
+    train.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides for every run")
+    train.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2,...",
+                       help="a sweep axis; repeat for a grid (e.g. --sweep loss.name=clip,siglip,llip)")
+    train.add_argument("--allow-config-change", action="store_true",
+                       help="submit into a run dir whose saved config differs (the run resumes with the new one)")
+    _add_common_flags(train)
+    train.set_defaults(run=submit_train)
+
+    evaluate = kinds.add_parser("eval", help="evaluate checkpoints or runs, one job each (one job array)",
+                                description="Evaluate run dirs (their latest checkpoint, or every one with --all) "
+                                            "or checkpoint files; arguments that are not existing paths are "
+                                            "key=value overrides for every evaluation.")
+    evaluate.add_argument("targets", nargs="+", metavar="RUN_DIR_OR_CHECKPOINT|key=value")
+    evaluate.add_argument("--all", action="store_true", help="one job per checkpoint of each run dir")
+    _add_common_flags(evaluate)
+    evaluate.set_defaults(run=submit_eval)
+
+
+def _add_common_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--local", action="store_true",
+                        help="run on this machine with submitit's local executor instead of Slurm")
+    parser.add_argument("--wait", action="store_true", help="wait for the jobs and print how each ended")
+
+
+def run_training(cfg: Config, allow_config_change: bool) -> Any:
+    """The training job's body (runs inside the job)."""
+    from contrastive.train import train
+
+    return train(cfg, allow_config_change=allow_config_change)
+
+
+def run_evaluation(checkpoint: str, overrides: list[str]) -> list[dict[str, float]]:
+    """The evaluation job's body (runs inside the job)."""
+    from contrastive.evaluate import evaluate_checkpoint
+
+    return evaluate_checkpoint(checkpoint, overrides, progress=False)
+
+
+def resources_of(cfg: Config) -> Resources:
+    return Resources.from_mapping(dataclasses.asdict(cfg.slurm))
+
+
+def submit_train(args: argparse.Namespace) -> int:
+    axes = sweep.parse_axes(args.sweep)
+    if any(axis.key == "run_dir" for axis in axes):
+        raise ConfigError("config error: --sweep run_dir=... is not an axis: a sweep names its run dirs after "
+                          "the overrides; give the sweep's directory as run_dir=PATH instead")
+    points = sweep.points(axes) if axes else [[]]
+    cfgs = [load_config(args.config, [*args.overrides, *point]) for point in points]
+    resources = _common_resources(cfgs, points)
+
+    sweep_dir = None
+    new_dirs: list[Path] = []
+    if axes:
+        if any(o.partition("=")[0].strip() == "run_dir" for o in args.overrides):
+            sweep_dir = Path(cfgs[0].run_dir)
+            new_dirs += [] if sweep_dir.exists() else [sweep_dir]
+        else:
+            sweep_dir = sweep.new_sweep_dir(Path(cfgs[0].run_dir).parent, datetime.datetime.now())
+            new_dirs.append(sweep_dir)
+        cfgs = [dataclasses.replace(cfg, run_dir=str(sweep_dir / sweep.point_name(point)))
+                for cfg, point in zip(cfgs, points)]
+    new_dirs += [Path(cfg.run_dir) for cfg in cfgs if not Path(cfg.run_dir).exists()]
+    with _removed_on_error(new_dirs):
+        todo = [(cfg, point) for cfg, point in zip(cfgs, points) if _check_run_dir(cfg, resources, args)]
+        if not todo:
+            return 0
+        jobs = launch.submit(
+            [TrainJob(functools.partial(run_training, cfg, args.allow_config_change), request_stop, cfg.run_dir,
+                      cfg.train.steps, resources.max_requeues) for cfg, _ in todo],
+            [Path(cfg.run_dir) / "slurm" for cfg, _ in todo], resources, local=args.local,
+            job_name=(sweep_dir or Path(cfgs[0].run_dir)).name,
+            array_folder=sweep_dir / "slurm" if sweep_dir else None)
+    for job, (cfg, _) in zip(jobs, todo):
+        # Written once submitted (the job writes the same file when it starts): a pending run is already
+        # described, and the next submission into its run dir is compared with it.
+        atomic_write_bytes(Path(cfg.run_dir) / "config.yaml", to_yaml(cfg).encode())
+        print(f"submitted job {job.job_id}: {cfg.run_dir} (logs in {Path(cfg.run_dir) / 'slurm'})")
+    if sweep_dir is not None:
+        manifest = Manifest(created=datetime.datetime.now().isoformat(timespec="seconds"), config=args.config,
+                            overrides=list(args.overrides), axes={a.key: list(a.values) for a in axes},
+                            local=args.local,
+                            points=[SweepPoint(run_dir=Path(cfg.run_dir).name, overrides=point, job_id=job.job_id)
+                                    for job, (cfg, point) in zip(jobs, todo)])
+        print(f"sweep of {len(todo)} runs: {manifest.write(sweep_dir)}")
+    return _wait(jobs, [cfg.run_dir for cfg, _ in todo]) if args.wait else 0
+
+
+def submit_eval(args: argparse.Namespace) -> int:
+    from contrastive.evaluate import checkpoints_to_evaluate
+
+    paths = [Path(t) for t in args.targets if Path(t).exists()]
+    overrides = [t for t in args.targets if not Path(t).exists()]
+    for item in overrides:
+        if "=" not in item:
+            raise FileNotFoundError(f"{item} is neither an existing run dir or checkpoint nor a key=value override")
+    if not paths:
+        raise FileNotFoundError("no run dir or checkpoint given (arguments: " + " ".join(args.targets) + ")")
+    checkpoints: list[Path] = []
+    run_dirs: list[Path] = []
+    for path in paths:
+        run_dir, found = checkpoints_to_evaluate(path, args.all)
+        checkpoints += found
+        run_dirs += [run_dir] * len(found)
+    cfgs = {run_dir: load_config(str(run_dir / "config.yaml"), overrides) for run_dir in run_dirs}
+    train_resources = resources_of(cfgs[run_dirs[0]])
+    resources = dataclasses.replace(train_resources, nodes=1, tasks_per_node=1,
+                                    gpus_per_node=min(1, train_resources.gpus_per_node))
+    jobs = launch.submit([functools.partial(run_evaluation, str(c), overrides) for c in checkpoints],
+                         [run_dir / "slurm" for run_dir in run_dirs], resources, local=args.local, job_name="eval")
+    for job, checkpoint in zip(jobs, checkpoints):
+        print(f"submitted job {job.job_id}: eval of {checkpoint}")
+    return _wait(jobs, [str(c) for c in checkpoints]) if args.wait else 0
+
+
+def _common_resources(cfgs: list[Config], points: list[list[str]]) -> Resources:
+    """A job array has one set of resources: a sweep over slurm.* keys must be submitted as separate sweeps."""
+    resources = [resources_of(cfg) for cfg in cfgs]
+    for point, r in zip(points, resources):
+        if r != resources[0]:
+            raise ConfigError(f"config error: the sweep point {','.join(point)} asks for other Slurm resources than "
+                              f"{','.join(points[0])}; one job array has one set of resources, so submit a "
+                              "separate sweep per resource setting")
+    return resources[0]
+
+
+def _check_run_dir(cfg: Config, resources: Resources, args: argparse.Namespace) -> bool:
+    """False (with a message) for a run that already finished; raises for one this submission cannot resume."""
+    from contrastive.train import check_resume_config
+
+    run_dir = Path(cfg.run_dir)
+    check_resume_config(run_dir, cfg, args.allow_config_change)
+    run_state.check_world_size(run_dir, resources.world_size)
+    finished = run_state.read(run_dir).finished_step
+    if finished is not None and finished >= cfg.train.steps:
+        print(f"{run_dir} already finished at step {finished} (train.steps={cfg.train.steps}); not submitted")
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _removed_on_error(new_dirs: list[Path]) -> Iterator[None]:
+    """Directories this submission created are removed again if it fails, so a refused sweep leaves nothing."""
+    try:
+        yield
+    except BaseException:
+        for path in new_dirs:
+            shutil.rmtree(path, ignore_errors=True)
+        raise
+
+
+def _wait(jobs: Sequence[submitit.Job], labels: Sequence[str]) -> int:
+    failed = 0
+    for job, label in zip(jobs, labels):
+        try:
+            print(f"job {job.job_id} ({label}) finished: {launch.final_results(job)[0]}")
+        except UncompletedJobError as e:
+            failed += 1
+            print(f"job {job.job_id} ({label}) failed:\n{e}")
+    return 1 if failed else 0

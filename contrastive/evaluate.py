@@ -1,0 +1,102 @@
+"""Evaluation of a model or a checkpoint with the evaluators in eval/: `contrastive eval RUN_DIR_OR_CHECKPOINT`.
+
+Results go to RUN_DIR/eval/step_XXXXXX.json (atomically) and to tensorboard, under the stable names the
+evaluators give them (zeroshot/NAME/top1, retrieval/NAME/t2i_R@1, ...).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from contrastive.checkpoint import Checkpointer, CheckpointError, load_checkpoint
+from contrastive.config import Config, load_config
+from contrastive.distributed import pick_device
+from contrastive.model import ContrastiveModel, build_model
+from data.tokenizer import Tokenizer
+from eval import evaluate
+from eval.results import write_json
+
+
+def has_evaluators(cfg: Config) -> bool:
+    return bool(cfg.eval.zeroshot or cfg.eval.retrieval)
+
+
+def evaluate_model(model: ContrastiveModel, tokenizer: Tokenizer, cfg: Config, device: torch.device, step: int,
+                   run_dir: Path, progress: bool = False) -> dict[str, float]:
+    metrics = evaluate(
+        model, tokenizer, image_size=cfg.model.image.image_size, zeroshot=dict(cfg.eval.zeroshot),
+        retrieval=dict(cfg.eval.retrieval), batch_size=cfg.eval.batch_size, workers=cfg.eval.workers,
+        templates=cfg.eval.templates,
+        device=device, autocast_dtype=torch.bfloat16 if cfg.train.precision == "bf16" else None, progress=progress,
+    )
+    write_json(run_dir / "eval" / f"step_{step:06d}.json", metrics, step=step)
+    return metrics
+
+
+@dataclass
+class LoadedRun:
+    cfg: Config
+    run_dir: Path
+    tokenizer: Tokenizer
+
+
+def load_run(run_dir: Path, overrides: list[str]) -> LoadedRun:
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise CheckpointError(f"{run_dir} is not a run directory: {config_path} does not exist")
+    cfg = load_config(str(config_path), overrides)
+    tokenizer_path = run_dir / "tokenizer.json"
+    if not tokenizer_path.is_file():
+        raise CheckpointError(f"{tokenizer_path} does not exist (every run dir holds the tokenizer it trained with)")
+    return LoadedRun(cfg, run_dir, Tokenizer.from_file(str(tokenizer_path), context_length=cfg.model.text.context_length))
+
+
+def load_model(run: LoadedRun, checkpoint: Path, device: torch.device) -> tuple[ContrastiveModel, int]:
+    state = load_checkpoint(checkpoint)
+    model = build_model(run.cfg.model, run.cfg.loss, vocab_size=run.tokenizer.vocab_size, pad_id=run.tokenizer.pad_id)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise CheckpointError(f"checkpoint {checkpoint} does not fit the model of {run.run_dir / 'config.yaml'} "
+                              f"(another architecture?): {str(e).splitlines()[0]}") from None
+    return model.to(device), int(state["step"])
+
+
+def checkpoints_to_evaluate(path: Path, all_checkpoints: bool) -> tuple[Path, list[Path]]:
+    """(run dir, checkpoints) for a run dir (its latest, or all) or a single checkpoint file."""
+    if path.is_file():
+        return path.parent.parent, [path]
+    if not path.is_dir():
+        raise CheckpointError(f"{path} is neither a run directory nor a checkpoint file")
+    checkpointer = Checkpointer(path)
+    if all_checkpoints:
+        found = [checkpointer.path(step) for step in checkpointer.steps()]
+    else:
+        latest = checkpointer.latest()
+        found = [latest] if latest is not None else []
+    if not found:
+        raise CheckpointError(f"{path} holds no checkpoint ({checkpointer.dir} has no `latest`)")
+    return path, found
+
+
+def evaluate_checkpoint(path: str | Path, overrides: list[str] = (), all_checkpoints: bool = False,
+                        progress: bool = True) -> list[dict[str, float]]:
+    run_dir, checkpoints = checkpoints_to_evaluate(Path(path), all_checkpoints)
+    run = load_run(run_dir, list(overrides))
+    if not has_evaluators(run.cfg):
+        raise CheckpointError("nothing to evaluate: name datasets with eval.zeroshot.NAME=PATH and/or "
+                              "eval.retrieval.NAME=PATH")
+    device = pick_device(run.cfg.train.device)
+    from torch.utils.tensorboard import SummaryWriter
+
+    results = []
+    with SummaryWriter(str(run_dir / "tb")) as writer:
+        for checkpoint in checkpoints:
+            model, step = load_model(run, checkpoint, device)
+            metrics = evaluate_model(model, run.tokenizer, run.cfg, device, step, run_dir, progress=progress)
+            for name, value in metrics.items():
+                writer.add_scalar(name, value, step)
+            results.append({"step": step, **metrics})
+    return results

@@ -1,0 +1,77 @@
+"""The contrastive model: image tower, text tower and the loss that scores them (the loss owns temperature/bias).
+
+`loss.scorer` says what the towers hand the loss, and the model builds only those heads, so every parameter
+gets a gradient from every step (DDP never sees unused parameters):
+- "dot": both towers project and L2-normalise, image [B, D] and text [B, D].
+- "llip": the image tower hands out its K mixture tokens [B, K, width_image] and the text tower its pooled
+  state [B, width_text]; the loss owns the cross-attention and the projections into embed_dim.
+The model satisfies the evaluators' protocol (DESIGN.md): encode_image, encode_text, logits, combine_templates.
+"""
+import inspect
+
+import torch
+from torch import nn
+
+import losses
+from contrastive.config import LossConfig, ModelConfig
+from contrastive.image_tower import ImageOutput, ImageTower
+from contrastive.text_tower import TextOutput, TextTower
+
+TOWER_OUTPUTS: dict[str, tuple[ImageOutput, TextOutput]] = {
+    "dot": ("embedding", "embedding"),
+    "llip": ("mixture_tokens", "pooled_state"),
+}
+
+
+class ContrastiveModel(nn.Module):
+    def __init__(self, image_tower: ImageTower, text_tower: TextTower, loss: nn.Module):
+        super().__init__()
+        self.image_tower = image_tower
+        self.text_tower = text_tower
+        self.loss = loss
+        self.image_size = image_tower.image_size
+
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 images [B, 3, H, W] and token ids [B, L] -> (image repr, text repr) as the loss consumes them."""
+        return self.image_tower(images), self.text_tower(tokens)
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        return self.image_tower(images)
+
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.text_tower(tokens)
+
+    def logits(self, image_repr: torch.Tensor, text_repr: torch.Tensor) -> torch.Tensor:
+        return self.loss.logits(image_repr, text_repr)
+
+    def combine_templates(self, text_reprs: torch.Tensor) -> torch.Tensor:
+        return self.loss.combine_templates(text_reprs)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.image_tower.set_grad_checkpointing(enable)
+        self.text_tower.set_grad_checkpointing(enable)
+
+    def no_weight_decay(self) -> set[str]:
+        """Names of parameters with ndim >= 2 that still take no weight decay: position embeddings, class tokens."""
+        return ({f"image_tower.{n}" for n in self.image_tower.no_weight_decay()}
+                | {f"text_tower.{n}" for n in self.text_tower.no_weight_decay()})
+
+
+def build_loss(loss_cfg: LossConfig, model_cfg: ModelConfig) -> nn.Module:
+    """The configured loss; one whose scorer projects tower outputs itself (Llip) takes the tower widths as
+    constructor arguments, and gets them."""
+    tower_widths = dict(image_dim=model_cfg.image.width, text_dim=model_cfg.text.width, embed_dim=model_cfg.embed_dim)
+    accepted = inspect.signature(losses.get(loss_cfg.name)).parameters
+    extra = {key: value for key, value in tower_widths.items() if key in accepted}
+    return losses.build(loss_cfg.name, **loss_cfg.build_kwargs(), **extra)
+
+
+def build_model(model_cfg: ModelConfig, loss_cfg: LossConfig, vocab_size: int, pad_id: int) -> ContrastiveModel:
+    loss = build_loss(loss_cfg, model_cfg)
+    if loss.scorer not in TOWER_OUTPUTS:
+        raise ValueError(f"loss {loss_cfg.name!r} has scorer {loss.scorer!r}; the model knows how to feed "
+                         f"{', '.join(TOWER_OUTPUTS)}")
+    image_output, text_output = TOWER_OUTPUTS[loss.scorer]
+    image_tower = ImageTower(model_cfg.image, model_cfg.embed_dim, output=image_output)
+    text_tower = TextTower(model_cfg.text, vocab_size, pad_id, model_cfg.embed_dim, output=text_output)
+    return ContrastiveModel(image_tower, text_tower, loss)

@@ -1,0 +1,129 @@
+"""The text tower: token embedding + learned positions + pre-LN transformer blocks + final LayerNorm + pooling.
+
+Token rows are `<sot> tokens... <eot> <pad>...` with a dedicated pad id, so the end token sits at
+`(ids != pad_id).sum(1) - 1`. Attention is causal (CLIP) or bidirectional with the pad keys masked (SigLIP);
+with causal attention no real token ever sees a pad, since pads come after the end token.
+
+Two outputs, chosen by what the loss scores:
+- "embedding": pooled state -> linear projection (no bias) -> L2-normalised [B, D].
+- "pooled_state": the pooled state before any projection, [B, width], for Llip (the loss projects it).
+"""
+from typing import Callable, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from contrastive.config import TextTowerConfig
+
+TextOutput = Literal["embedding", "pooled_state"]
+
+
+def pool_end_token(x: torch.Tensor, not_pad: torch.Tensor) -> torch.Tensor:
+    end = not_pad.sum(1) - 1
+    return x[torch.arange(x.shape[0], device=x.device), end]
+
+
+def pool_last(x: torch.Tensor, not_pad: torch.Tensor) -> torch.Tensor:
+    """The final position of the padded row (big_vision's "last"); meant for bidirectional attention."""
+    return x[:, -1]
+
+
+def pool_mean(x: torch.Tensor, not_pad: torch.Tensor) -> torch.Tensor:
+    weights = not_pad.unsqueeze(-1).to(x.dtype)
+    return (x * weights).sum(1) / weights.sum(1)
+
+
+POOLING: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "eot": pool_end_token, "last": pool_last, "mean": pool_mean}
+
+
+class TextBlock(nn.Module):
+    """Pre-LN transformer block: x + attn(ln(x)), then x + mlp(ln(x)).
+
+    Queries and values have biases, keys none: a key bias adds the same q.b to every logit of a query, which
+    softmax ignores, so its true gradient is zero and Adam would only amplify rounding noise into updates.
+    """
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float):
+        super().__init__()
+        self.heads = heads
+        self.attn_norm = nn.LayerNorm(width)
+        self.qkv = nn.Linear(width, 3 * width, bias=False)
+        self.q_bias = nn.Parameter(torch.zeros(width))
+        self.v_bias = nn.Parameter(torch.zeros(width))
+        self.attn_out = nn.Linear(width, width)
+        self.mlp_norm = nn.LayerNorm(width)
+        hidden = int(width * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+        batch, length, width = x.shape
+        qkv_bias = torch.cat((self.q_bias, torch.zeros_like(self.q_bias), self.v_bias))
+        qkv = F.linear(self.attn_norm(x), self.qkv.weight, qkv_bias)
+        q, k, v = qkv.view(batch, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, is_causal=key_mask is None)
+        x = x + self.attn_out(attended.transpose(1, 2).reshape(batch, length, width))
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class TextTower(nn.Module):
+    def __init__(self, cfg: TextTowerConfig, vocab_size: int, pad_id: int, embed_dim: int,
+                 output: TextOutput = "embedding"):
+        super().__init__()
+        if cfg.width % cfg.heads:
+            raise ValueError(f"model.text.width={cfg.width} must be divisible by model.text.heads={cfg.heads}")
+        if not 0 <= pad_id < vocab_size:
+            raise ValueError(f"pad_id={pad_id} is not a token id of a vocabulary of {vocab_size}")
+        self.context_length = cfg.context_length
+        self.pad_id = pad_id
+        self.causal = cfg.causal
+        self.pool = POOLING[cfg.pool]
+        self.grad_checkpointing = False
+        self.token_embedding = nn.Embedding(vocab_size, cfg.width)
+        self.positional_embedding = nn.Parameter(torch.empty(cfg.context_length, cfg.width))
+        self.blocks = nn.ModuleList(TextBlock(cfg.width, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
+        self.final_norm = nn.LayerNorm(cfg.width)
+        self.projection = nn.Linear(cfg.width, embed_dim, bias=False) if output == "embedding" else None
+        self._init_clip_style(cfg.width, cfg.depth)
+
+    def _init_clip_style(self, width: int, depth: int) -> None:
+        """CLIP's text init: residual output layers scaled down with depth so the stream starts near identity."""
+        residual_std = width ** -0.5 * (2 * depth) ** -0.5
+        nn.init.normal_(self.token_embedding.weight, std=0.02)
+        nn.init.normal_(self.positional_embedding, std=0.01)
+        for block in self.blocks:
+            nn.init.normal_(block.qkv.weight, std=width ** -0.5)
+            nn.init.normal_(block.attn_out.weight, std=residual_std)
+            nn.init.normal_(block.mlp[0].weight, std=(2 * width) ** -0.5)
+            nn.init.normal_(block.mlp[2].weight, std=residual_std)
+            for linear in (block.attn_out, block.mlp[0], block.mlp[2]):
+                nn.init.zeros_(linear.bias)
+        if self.projection is not None:
+            nn.init.normal_(self.projection.weight, std=width ** -0.5)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """token ids [B, L] (L <= context_length) -> [B, D] (embedding) or [B, width] (pooled_state)."""
+        pooled = self.pool(self.hidden_states(tokens), tokens != self.pad_id)
+        return pooled if self.projection is None else F.normalize(self.projection(pooled), dim=-1)
+
+    def hidden_states(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Every position's state after the final LayerNorm, [B, L, width]."""
+        if tokens.dim() != 2 or tokens.dtype != torch.long or tokens.shape[1] > self.context_length:
+            raise ValueError(f"text tower expects token ids as a long tensor [B, L] with L <= "
+                             f"{self.context_length}, got {tokens.dtype} {list(tokens.shape)}")
+        key_mask = None if self.causal else (tokens != self.pad_id)[:, None, None, :]
+        x = self.token_embedding(tokens) + self.positional_embedding[: tokens.shape[1]]
+        for block in self.blocks:
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(block, x, key_mask, use_reentrant=False)
+            else:
+                x = block(x, key_mask)
+        return self.final_norm(x)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    def no_weight_decay(self) -> set[str]:
+        return {"positional_embedding"}

@@ -1,0 +1,242 @@
+"""The training loop: `contrastive train [-c CONFIG] [key=value ...]`.
+
+Step-based, global batch, AdamW + warmup/cosine, bf16 autocast, DDP over torch.distributed, exact
+resume from RUN_DIR/checkpoints/latest (model, optimizer, every rank's data-stream position and RNG).
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from contrastive import sharding, stopping
+from contrastive.checkpoint import CheckpointError, Checkpointer, load_checkpoint
+from contrastive.config import Config, ConfigError, diff, from_yaml_text, to_yaml
+from contrastive.distributed import DistEnv, all_gather_objects, barrier, init_distributed
+from contrastive.evaluate import evaluate_model, has_evaluators
+from contrastive.logger import TrainLogger, merge_counts
+from contrastive.model import ContrastiveModel, build_model
+from contrastive.optim import build_optimizer
+from contrastive.rng import rng_state, set_rng_state
+from contrastive.schedule import lr_at
+from contrastive.step import forward_backward
+from data.atomic import atomic_write_bytes
+from data.loader import StreamLoader
+from data.tokenizer import Tokenizer
+
+# Keys that may change between a run and its resumption: they change how it is run, not what it computes.
+RESUMABLE_CHANGES = ("train.steps", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
+                     "train.max_bad_steps", "train.compile", "train.grad_checkpointing", "train.device",
+                     "train.on_checkpoint_error", "train.collective_timeout_s", "eval.", "slurm.")
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+@dataclass
+class TrainResult:
+    step: int
+    finished: bool
+    stopped_by_signal: bool = False
+
+
+def train(cfg: Config, allow_config_change: bool = False) -> TrainResult:
+    env = init_distributed(cfg.train.device, cfg.train.collective_timeout_s)
+    stopping.install_handlers()
+    run_dir = Path(cfg.run_dir)
+    checkpointer = Checkpointer(run_dir, keep=cfg.train.keep_checkpoints)
+    resume_from = checkpointer.latest()
+    if resume_from is not None:
+        check_resume_config(run_dir, cfg, allow_config_change)
+    if env.is_main:
+        prepare_run_dir(run_dir, cfg)
+    barrier()
+
+    tokenizer = Tokenizer.from_file(str(run_dir / "tokenizer.json"), context_length=cfg.model.text.context_length)
+    torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
+    model = build_model(cfg.model, cfg.loss, vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id).to(env.device)
+    if cfg.train.grad_checkpointing:
+        model.set_grad_checkpointing(True)
+    if cfg.train.compile:
+        model.image_tower.compile()
+        model.text_tower.compile()
+    # Before the optimizer is built: FSDP replaces the parameters with sharded ones.
+    wrapped = sharding.distribute(model, cfg.train.strategy, env.device, cfg.train.accum_steps)
+    optimizer = build_optimizer(model, cfg.optim)
+    loader = make_train_loader(cfg, tokenizer, env)
+    torch.manual_seed(cfg.train.seed * 1_000_003 + env.rank)  # per-rank randomness (patch dropout)
+
+    start_step = 0
+    if resume_from is not None:
+        start_step = restore(load_checkpoint(resume_from), model, optimizer, loader, env, resume_from)
+        if env.is_main:
+            print(f"resuming {run_dir} from {resume_from.name} (step {start_step})", flush=True)
+    if start_step >= cfg.train.steps:
+        return TrainResult(step=start_step, finished=True)
+
+    autocast = _autocast(cfg.train.precision, env.device)
+    logger = TrainLogger(run_dir, env.is_main, cfg.train.steps, cfg.train.batch_size)
+    try:
+        return _loop(cfg, env, model, wrapped, optimizer, loader, checkpointer, logger, autocast, tokenizer,
+                     start_step)
+    finally:
+        logger.close()
+
+
+def _loop(cfg: Config, env: DistEnv, model: ContrastiveModel, wrapped: torch.nn.Module,
+          optimizer: torch.optim.Optimizer, loader: StreamLoader, checkpointer: Checkpointer,
+          logger: TrainLogger, autocast: Any, tokenizer: Tokenizer, start_step: int) -> TrainResult:
+    t = cfg.train
+    batches = iter(loader)
+    bad_in_a_row = 0
+    step = start_step
+    model.train()
+    while step < t.steps:
+        t0 = time.perf_counter()
+        batch = next(batches)
+        data_wait = time.perf_counter() - t0
+        images = batch.images.to(env.device, non_blocking=True)
+        tokens = batch.tokens.to(env.device, non_blocking=True)
+        lr = lr_at(step, cfg.optim.lr, cfg.optim.warmup_steps, t.steps, cfg.optim.min_lr_ratio)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+
+        out = forward_backward(model, wrapped, images, tokens, autocast, t.accum_steps)
+        max_norm = cfg.optim.clip_grad if cfg.optim.clip_grad > 0 else float("inf")
+        grad_norm = sharding.full_tensor(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
+        # One small all-reduce, one host sync per step: the stop flag and a non-finite loss or gradient,
+        # so that every rank stops, or skips the update, at the same step.
+        flags = torch.stack([torch.tensor(float(stopping.stop_requested()), device=env.device),
+                             (~torch.isfinite(out["loss"].detach()) | ~torch.isfinite(grad_norm)).float()])
+        if dist.is_initialized():
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        stop, bad = (bool(v) for v in flags.tolist())
+        if bad:
+            bad_in_a_row += 1
+            logger.bad_steps_total += 1
+            if env.is_main:
+                print(f"step {step + 1}: non-finite loss or gradient, update skipped "
+                      f"({bad_in_a_row} in a row, limit {t.max_bad_steps})", flush=True)
+            if bad_in_a_row >= t.max_bad_steps:
+                raise TrainingDiverged(f"{bad_in_a_row} consecutive steps with a non-finite loss or gradient "
+                                       f"(train.max_bad_steps={t.max_bad_steps}); the last good checkpoint "
+                                       f"{checkpointer.latest()} is intact")
+        else:
+            bad_in_a_row = 0
+            optimizer.step()
+            logger.update({**out, "grad_norm": grad_norm}, data_wait)
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+
+        if step % t.log_every == 0 or step == t.steps:
+            logger.log(step, lr, merge_counts(all_gather_objects(loader.skipped())))
+        if cfg.eval.every_steps and step % cfg.eval.every_steps == 0 and step < t.steps:
+            _evaluate(cfg, env, model, tokenizer, logger, step)
+        if step % t.checkpoint_every == 0 or step == t.steps or stop:
+            save(checkpointer, step, model, optimizer, loader, env, cfg)
+        if stop:
+            if env.is_main:
+                print(f"stop requested: checkpoint written at step {step}, exiting", flush=True)
+            return TrainResult(step=step, finished=False, stopped_by_signal=True)
+    if has_evaluators(cfg):
+        _evaluate(cfg, env, model, tokenizer, logger, step)
+    return TrainResult(step=step, finished=True)
+
+
+def _evaluate(cfg: Config, env: DistEnv, model: ContrastiveModel, tokenizer: Tokenizer, logger: TrainLogger,
+              step: int) -> None:
+    build = lambda: build_model(cfg.model, cfg.loss, tokenizer.vocab_size, tokenizer.pad_id).to(env.device)  # noqa: E731
+    eval_model = sharding.unsharded_copy(model, build, env.is_main)
+    if env.is_main:
+        metrics = evaluate_model(eval_model, tokenizer, cfg, env.device, step=step, run_dir=Path(cfg.run_dir))
+        logger.scalars(metrics, step)
+    barrier()
+
+
+def make_train_loader(cfg: Config, tokenizer: Tokenizer, env: DistEnv) -> StreamLoader:
+    if not cfg.data.shards:
+        raise ConfigError("config error: data.shards is empty; give the training shards, "
+                          "e.g. data.shards='/data/laion/{00000..09999}.tar'")
+    if cfg.train.batch_size % env.world_size:
+        raise ConfigError(f"config error: train.batch_size={cfg.train.batch_size} (global) is not divisible by "
+                          f"the world size {env.world_size}")
+    return StreamLoader(
+        list(cfg.data.shards), tokenizer, batch_size=cfg.train.batch_size // env.world_size,
+        image_size=cfg.model.image.image_size, weights=list(cfg.data.weights) or None, train=True,
+        crop_scale=tuple(cfg.data.crop_scale), shuffle_buffer=cfg.data.shuffle_buffer, seed=cfg.train.seed,
+        rank=env.rank, world_size=env.world_size, workers=cfg.data.workers,
+    )
+
+
+def save(checkpointer: Checkpointer, step: int, model: ContrastiveModel, optimizer: torch.optim.Optimizer,
+         loader: StreamLoader, env: DistEnv, cfg: Config) -> None:
+    per_rank = all_gather_objects({"data": loader.state_dict(), "rng": rng_state()})
+    model_state, optimizer_state = sharding.full_state(model, optimizer)
+    failure = None
+    if env.is_main:
+        try:
+            checkpointer.save(step, {
+                "step": step,
+                "world_size": env.world_size,
+                "model": model_state,
+                "optimizer": optimizer_state,
+                "data": [r["data"] for r in per_rank],
+                "rng": [r["rng"] for r in per_rank],
+                "config": to_yaml(cfg),
+            })
+        except CheckpointError as e:
+            failure = str(e)
+    failure = all_gather_objects(failure)[0]  # every rank learns rank 0's outcome (and waits for it)
+    if failure is not None:
+        if cfg.train.on_checkpoint_error == "stop":
+            raise CheckpointError(f"{failure}; training stopped (train.on_checkpoint_error=stop)")
+        if env.is_main:
+            print(f"warning: {failure}; training goes on (train.on_checkpoint_error=continue)", flush=True)
+
+
+def restore(state: dict[str, Any], model: ContrastiveModel, optimizer: torch.optim.Optimizer,
+            loader: StreamLoader, env: DistEnv, path: Path) -> int:
+    if state["world_size"] != env.world_size:
+        raise ConfigError(f"checkpoint {path} was written by {state['world_size']} processes and this run has "
+                          f"{env.world_size}: the data stream cannot be remapped exactly; resume with "
+                          f"{state['world_size']} processes or start a new run dir")
+    sharding.load_full_state(model, optimizer, state["model"], state["optimizer"])
+    loader.load_state_dict(state["data"][env.rank])
+    set_rng_state(state["rng"][env.rank])
+    return int(state["step"])
+
+
+def prepare_run_dir(run_dir: Path, cfg: Config) -> None:
+    """config.yaml (the resolved config) and a copy of the tokenizer: everything eval and resume need."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(run_dir / "config.yaml", to_yaml(cfg).encode())
+    tokenizer_copy = run_dir / "tokenizer.json"
+    source = Path(cfg.data.tokenizer)
+    if not tokenizer_copy.exists():
+        if not source.is_file():
+            raise ConfigError(f"config error: data.tokenizer={cfg.data.tokenizer!r} is not a file "
+                              "(train one with `contrastive data tokenizer`)")
+        atomic_write_bytes(tokenizer_copy, source.read_bytes())
+
+
+def check_resume_config(run_dir: Path, cfg: Config, allow_config_change: bool) -> None:
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.exists():
+        return
+    changed = {k: v for k, v in diff(from_yaml_text(saved_path.read_text()), cfg).items()
+               if not k.startswith(RESUMABLE_CHANGES)}
+    if changed and not allow_config_change:
+        lines = "\n".join(f"  {k}: {old!r} (saved) -> {new!r}" for k, (old, new) in changed.items())
+        raise ConfigError(f"config error: {run_dir} holds a run with a different config; resuming would change it:\n"
+                          f"{lines}\n  use a new run_dir, or pass --allow-config-change to resume anyway")
+
+
+def _autocast(precision: str, device: torch.device) -> Any:
+    if precision == "bf16":
+        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext

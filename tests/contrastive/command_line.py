@@ -1,0 +1,12 @@
+"""Run one command module (`contrastive.commands.X`) the way the CLI does, with its exceptions propagating."""
+from __future__ import annotations
+
+import argparse
+from types import ModuleType
+
+
+def run_command(module: ModuleType, *argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="contrastive")
+    module.add_parser(parser.add_subparsers(required=True))
+    args = parser.parse_args(list(argv))
+    return args.run(args)

@@ -1,0 +1,77 @@
+"""`contrastive eval` end to end: the demo's evaluation sets (written small by the synth code) on checkpoints of a
+short tiny training run, through the CLI; and the errors for what is not a usable checkpoint."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from contrastive.checkpoint import Checkpointer
+from contrastive.cli import main
+from contrastive.train import train
+from data.synth import synthesize
+from tests.contrastive.tiny_run import tiny_config
+
+EVAL_SETS = ("zeroshot_attributes", "retrieval_attributes")
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("eval_run")
+    data = root / "demo"
+    synthesize(data, seed=0, train_samples=64, samples_per_shard=32, images_per_class=1, retrieval_images=6,
+               progress=False)
+    evaluators = [f"eval.zeroshot.attributes={data}/eval/zeroshot_attributes",
+                  f"eval.retrieval.attributes={data}/eval/retrieval_attributes", "eval.every_steps=2"]
+    cfg = tiny_config(root, f"data.shards={data}/train/shard-{{000000..000001}}.tar",
+                      f"data.tokenizer={data}/tokenizer.json", "train.steps=4", *evaluators)
+    train(cfg)
+    return Path(cfg.run_dir)
+
+
+def test_training_evaluates_every_n_steps_and_at_the_end(trained_run):
+    results = sorted(p.name for p in (trained_run / "eval").glob("*.json"))
+    assert results == ["step_000002.json", "step_000004.json"]
+    result = json.loads((trained_run / "eval" / "step_000004.json").read_text())
+    assert result["step"] == 4
+    assert 0 <= result["metrics"]["zeroshot/attributes/top1"] <= 1
+    assert result["metrics"]["retrieval/attributes/num_images"] == 6
+
+
+def test_cli_evaluates_latest_and_reproduces_the_in_training_numbers(trained_run, capsys):
+    in_training = json.loads((trained_run / "eval" / "step_000004.json").read_text())["metrics"]
+    (trained_run / "eval" / "step_000004.json").unlink()
+    assert main(["eval", str(trained_run)]) == 0
+    again = json.loads((trained_run / "eval" / "step_000004.json").read_text())["metrics"]
+    assert again == pytest.approx(in_training, abs=1e-6)
+    assert "zeroshot/attributes/top1" in capsys.readouterr().out
+
+
+def test_cli_evaluates_every_checkpoint_with_all(trained_run, capsys):
+    assert main(["eval", str(trained_run), "--all"]) == 0
+    assert capsys.readouterr().out.count("step ") == len(Checkpointer(trained_run).steps()) == 2
+
+
+def test_a_checkpoint_file_can_be_named(trained_run, capsys):
+    assert main(["eval", str(trained_run / "checkpoints" / "step_000002.pt")]) == 0
+    assert "step 2" in capsys.readouterr().out
+
+
+def test_unusable_checkpoints_are_clear_errors(trained_run, tmp_path, capsys):
+    assert main(["eval", str(tmp_path / "missing")]) == 2
+    assert "neither a run directory nor a checkpoint file" in capsys.readouterr().err
+
+    corrupt = trained_run / "checkpoints" / "step_000099.pt"
+    corrupt.write_bytes(b"not a checkpoint")
+    try:
+        assert main(["eval", str(corrupt)]) == 2
+        assert "step_000099.pt cannot be loaded" in capsys.readouterr().err
+    finally:
+        corrupt.unlink()
+
+    assert main(["eval", str(trained_run), "model.text.width=48"]) == 2  # another architecture
+    err = capsys.readouterr().err
+    assert "does not fit the model" in err and "step_000004.pt" in err
+
+    assert main(["eval", str(trained_run), "eval.zeroshot.attributes=/nonexistent/set"]) == 2
+    assert "/nonexistent/set" in capsys.readouterr().err

@@ -1,0 +1,54 @@
+import pytest
+import torch
+
+from contrastive.config import OptimConfig
+from contrastive.optim import build_optimizer, param_groups
+from tests.contrastive.test_model import tiny_model
+
+
+def group_names(model: torch.nn.Module, weight_decay: float) -> tuple[set[str], set[str]]:
+    names = {id(p): n for n, p in model.named_parameters()}
+    decay, no_decay = param_groups(model, weight_decay)
+    assert decay["weight_decay"] == weight_decay and no_decay["weight_decay"] == 0.0
+    return {names[id(p)] for p in decay["params"]}, {names[id(p)] for p in no_decay["params"]}
+
+
+@pytest.mark.parametrize("loss", ["siglip", "llip"])
+def test_every_parameter_lands_in_exactly_one_group(loss: str):
+    model = tiny_model(loss)
+    decay, no_decay = group_names(model, 0.2)
+    assert not decay & no_decay
+    assert decay | no_decay == {n for n, _ in model.named_parameters()}
+
+
+def test_openclip_split_decays_only_matrices_that_are_not_positions_or_tokens():
+    decay, no_decay = group_names(tiny_model("siglip"), 0.2)
+    assert {"loss.logit_scale", "loss.logit_bias", "image_tower.vit.pos_embed", "image_tower.vit.cls_token",
+            "text_tower.positional_embedding", "text_tower.final_norm.weight", "text_tower.blocks.0.q_bias",
+            "image_tower.vit.blocks.0.norm1.weight", "image_tower.vit.patch_embed.proj.bias"} <= no_decay
+    assert {"text_tower.token_embedding.weight", "text_tower.blocks.0.qkv.weight", "text_tower.projection.weight",
+            "image_tower.projection.weight", "image_tower.vit.patch_embed.proj.weight",
+            "image_tower.vit.blocks.0.mlp.fc1.weight"} <= decay
+    assert all(".bias" not in n and "norm" not in n for n in decay)
+
+
+def test_llip_mixture_tokens_and_scorer_projections():
+    decay, no_decay = group_names(tiny_model("llip"), 0.2)
+    assert "image_tower.vit.reg_token" in no_decay
+    assert {"loss.similarity.query.weight", "loss.similarity.out.weight",
+            "loss.similarity.text_projection.weight"} <= decay
+    assert "loss.similarity.query.bias" in no_decay
+
+
+def test_frozen_parameters_are_left_out():
+    model = tiny_model("clip")
+    model.text_tower.token_embedding.weight.requires_grad_(False)
+    decay, no_decay = group_names(model, 0.2)
+    assert "text_tower.token_embedding.weight" not in decay | no_decay
+
+
+def test_build_optimizer_takes_the_config():
+    optimizer = build_optimizer(tiny_model("clip"), OptimConfig(lr=3e-4, weight_decay=0.1, betas=(0.9, 0.95), eps=1e-8))
+    assert isinstance(optimizer, torch.optim.AdamW)
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [0.1, 0.0]
+    assert all(g["lr"] == 3e-4 and g["betas"] == (0.9, 0.95) and g["eps"] == 1e-8 for g in optimizer.param_groups)

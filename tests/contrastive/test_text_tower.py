@@ -1,0 +1,117 @@
+import pytest
+import torch
+
+from contrastive.config import TextTowerConfig
+from contrastive.text_tower import TextTower
+
+VOCAB, PAD, SOT, EOT = 50, 0, 1, 2
+
+
+def tiny_tower(output: str = "embedding", **overrides) -> TextTower:
+    torch.manual_seed(0)
+    cfg = TextTowerConfig(**{"context_length": 12, "width": 32, "depth": 2, "heads": 4, **overrides})
+    return TextTower(cfg, vocab_size=VOCAB, pad_id=PAD, embed_dim=16, output=output)
+
+
+def row(words: list[int], length: int = 12) -> list[int]:
+    ids = [SOT, *words, EOT]
+    return ids + [PAD] * (length - len(ids))
+
+
+def random_readout(out: torch.Tensor) -> torch.Tensor:
+    """A scalar whose gradient reaches every input direction (a plain sum of a normalised output would not)."""
+    return (out * torch.randn(out.shape, generator=torch.Generator().manual_seed(1))).sum()
+
+
+def batch(*rows: list[int]) -> torch.Tensor:
+    return torch.tensor(rows, dtype=torch.long)
+
+
+def test_embedding_is_normalised_and_pooled_state_is_unprojected():
+    tokens = batch(row([5, 6, 7]), row([8]))
+    embedding = tiny_tower("embedding")(tokens)
+    assert embedding.shape == (2, 16)
+    torch.testing.assert_close(embedding.norm(dim=-1), torch.ones(2))
+    state_tower = tiny_tower("pooled_state")
+    assert state_tower.projection is None
+    assert state_tower(tokens).shape == (2, 32)
+
+
+def test_causal_later_token_does_not_change_earlier_positions():
+    tower = tiny_tower(causal=True).eval()
+    a, b = batch(row([5, 6, 7, 8])), batch(row([5, 6, 9, 8]))  # differ at position 3
+    ha, hb = tower.hidden_states(a), tower.hidden_states(b)
+    torch.testing.assert_close(ha[:, :3], hb[:, :3])
+    assert (ha[:, 3:6] - hb[:, 3:6]).abs().amax() > 1e-3
+
+
+def test_bidirectional_later_token_changes_earlier_positions():
+    tower = tiny_tower(causal=False).eval()
+    ha = tower.hidden_states(batch(row([5, 6, 7, 8])))
+    hb = tower.hidden_states(batch(row([5, 6, 9, 8])))
+    assert (ha[:, :3] - hb[:, :3]).abs().amax(dim=-1).min() > 1e-3
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("pool", ["eot", "mean"])
+def test_padding_length_does_not_change_the_output(causal: bool, pool: str):
+    tower = tiny_tower(causal=causal, pool=pool).eval()
+    short = tower(batch(row([5, 6, 7], length=6), row([8], length=6)))
+    long = tower(batch(row([5, 6, 7], length=12), row([8], length=12)))
+    torch.testing.assert_close(short, long)
+
+
+def test_pooling_variants_select_end_token_last_position_and_non_pad_mean():
+    tokens = batch(row([5, 6, 7]), row([8]))
+    not_pad = (tokens != PAD).unsqueeze(-1).float()
+    for pool, expected in [
+        ("eot", lambda h: torch.stack([h[0, 4], h[1, 2]])),
+        ("last", lambda h: h[:, -1]),
+        ("mean", lambda h: (h * not_pad).sum(1) / not_pad.sum(1)),
+    ]:
+        tower = tiny_tower("pooled_state", causal=False, pool=pool).eval()
+        torch.testing.assert_close(tower(tokens), expected(tower.hidden_states(tokens)))
+
+
+def test_grad_checkpointing_gives_the_same_gradients():
+    tokens = batch(row([5, 6, 7]), row([8, 9]))
+    grads = []
+    for checkpointing in (False, True):
+        tower = tiny_tower(causal=False)
+        tower.set_grad_checkpointing(checkpointing)
+        random_readout(tower(tokens)).backward()
+        grads.append({n: p.grad for n, p in tower.named_parameters()})
+    assert grads[0].keys() == grads[1].keys()
+    assert grads[0]["blocks.0.qkv.weight"].abs().amax() > 1e-4
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], msg=name)
+
+
+def test_every_parameter_gets_a_gradient():
+    for output in ("embedding", "pooled_state"):
+        tower = tiny_tower(output)
+        random_readout(tower(batch(row([5, 6, 7]), row([8])))).backward()
+        missing = [n for n, p in tower.named_parameters() if p.grad is None or not p.grad.any()]
+        assert not missing, f"{output}: no gradient for {missing}"
+
+
+def test_clip_style_init_scales():
+    tower = TextTower(TextTowerConfig(context_length=77, width=256, depth=8, heads=4), VOCAB * 20, PAD, 64)
+    residual_std = 256 ** -0.5 * 16 ** -0.5
+    assert tower.token_embedding.weight.std().item() == pytest.approx(0.02, rel=0.05)
+    assert tower.positional_embedding.std().item() == pytest.approx(0.01, rel=0.05)
+    assert tower.blocks[0].attn_out.weight.std().item() == pytest.approx(residual_std, rel=0.05)
+    assert tower.blocks[0].mlp[0].weight.std().item() == pytest.approx(512 ** -0.5, rel=0.05)
+    assert tower.blocks[0].q_bias.abs().sum().item() == 0 and tower.blocks[0].qkv.bias is None
+
+
+def test_bad_input_is_a_clear_error():
+    tower = tiny_tower()
+    with pytest.raises(ValueError, match=r"L <= 12"):
+        tower(torch.ones(2, 13, dtype=torch.long))
+    with pytest.raises(ValueError, match="long tensor"):
+        tower(torch.ones(2, 5))
+    with pytest.raises(ValueError, match="divisible by model.text.heads"):
+        TextTower(TextTowerConfig(width=30, heads=4), VOCAB, PAD, 16)
+    with pytest.raises(ValueError, match="pad_id=50"):
+        TextTower(TextTowerConfig(width=32, heads=4, depth=1), VOCAB, VOCAB, 16)

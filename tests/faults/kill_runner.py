@@ -1,0 +1,67 @@
+"""`python -m tests.faults.kill_runner ARGS...` runs `contrastive ARGS...` with a SIGKILL planted by FAULT_KILL:
+
+    FAULT_KILL=step:N        the process kills itself as training step N (1-based) begins
+    FAULT_KILL=checkpoint:N  the process kills itself half-way through writing the checkpoint of step N:
+                             the temp file holds half its bytes, fsynced, and nothing is renamed
+    FAULT_KILL=hang:N        the process stops making progress as step N begins (a hung rank), until killed
+    FAULT_RANK=R             only rank R plants the fault (default: every rank)
+
+The kill is a real SIGKILL of this process; only where it lands is chosen. Test code only: production has no hook.
+"""
+import io
+import os
+import signal
+import sys
+import time
+
+import torch
+
+from contrastive import cli, train
+
+
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _hang() -> None:
+    while True:
+        time.sleep(60)
+
+
+def _as_step_begins(step: int, fault) -> None:
+    original = train.lr_at
+
+    def lr_at(index: int, *args, **kwargs):
+        if index + 1 == step:
+            fault()
+        return original(index, *args, **kwargs)
+
+    train.lr_at = lr_at
+
+
+def _kill_inside_checkpoint_write(step: int) -> None:
+    original = torch.save
+
+    def save(obj, f, *args, **kwargs):
+        if not (isinstance(obj, dict) and obj.get("step") == step):
+            return original(obj, f, *args, **kwargs)
+        buffer = io.BytesIO()
+        original(obj, buffer, *args, **kwargs)
+        f.write(buffer.getvalue()[:buffer.tell() // 2])
+        f.flush()
+        os.fsync(f.fileno())
+        _die()
+
+    torch.save = save
+
+
+def main() -> int:
+    kind, _, step = os.environ.get("FAULT_KILL", "").partition(":")
+    if kind and os.environ.get("FAULT_RANK", os.environ.get("RANK", "0")) == os.environ.get("RANK", "0"):
+        {"step": lambda n: _as_step_begins(n, _die), "hang": lambda n: _as_step_begins(n, _hang),
+         "checkpoint": _kill_inside_checkpoint_write}[kind](int(step))
+    return cli.main(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
