@@ -57,7 +57,22 @@ def final_results(job: submitit.Job, poll_s: float = 2.0) -> list[Any]:
     until squeue no longer lists the job before asking for the results.
     """
     if isinstance(job, submitit.SlurmJob):
-        while subprocess.run(["squeue", "-h", "-j", job.job_id, "-o", "%T"], capture_output=True,
-                             text=True).stdout.strip():
+        while queue_state(job.job_id):
             time.sleep(poll_s)
     return job.results()
+
+
+def queue_state(job_id: str, retries: int = 30, retry_s: float = 2.0) -> str:
+    """The job's state as squeue shows it now (PENDING, RUNNING, COMPLETING, ...), '' once it has left the queue.
+
+    squeue fails now and then while the controller is busy (a socket timeout, no output); that is retried, so ''
+    always means gone and never a failed look. A job id the controller no longer knows is gone too.
+    """
+    for _ in range(retries):
+        out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True)
+        if out.returncode == 0:
+            return out.stdout.strip()
+        if "Invalid job id" in out.stderr:
+            return ""
+        time.sleep(retry_s)
+    raise SlurmError(f"squeue could not report job {job_id} in {retries} tries: {out.stderr.strip()}")

@@ -12,7 +12,7 @@ from slurm.errors import SlurmError
 from slurm.job import CompletedRun, TrainJob
 from slurm.resources import Resources
 from tests.slurm import toy
-from tests.slurm.waiting import release_when_requeued, squeue_state, wait_until
+from tests.slurm.waiting import release_when_requeued, wait_until
 
 pytestmark = pytest.mark.slurm
 ONE_CPU = Resources(cpus_per_task=1, timeout_min=5, signal_delay_s=30)
@@ -73,7 +73,7 @@ def test_scancel_stops_the_run_for_good(tmp_path):
     job = submit_one(tmp_path, steps=400)
     wait_until(lambda: toy.counter(tmp_path) >= 3, 60, "the counter to reach 3")
     subprocess.run(["scancel", job.job_id], check=True)
-    wait_until(lambda: squeue_state(job.job_id) == "", 60, "the cancelled job to leave the queue")
+    wait_until(lambda: launch.queue_state(job.job_id) == "", 60, "the cancelled job to leave the queue")
     stopped_at = toy.counter(tmp_path)
     out = subprocess.run(["sacct", "-n", "-X", "-j", job.job_id, "-o", "State%40"], capture_output=True, text=True)
     assert out.stdout.strip().startswith("CANCELLED")
