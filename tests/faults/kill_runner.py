@@ -8,7 +8,6 @@
 
 The kill is a real SIGKILL of this process; only where it lands is chosen. Test code only: production has no hook.
 """
-import io
 import os
 import signal
 import sys
@@ -17,6 +16,7 @@ import time
 import torch
 
 from contrastive import cli, train
+from tests.faults.partial_write import half_written_save
 
 
 def _die() -> None:
@@ -40,19 +40,12 @@ def _as_step_begins(step: int, fault) -> None:
 
 
 def _kill_inside_checkpoint_write(step: int) -> None:
-    original = torch.save
-
-    def save(obj, f, *args, **kwargs):
-        if not (isinstance(obj, dict) and obj.get("step") == step):
-            return original(obj, f, *args, **kwargs)
-        buffer = io.BytesIO()
-        original(obj, buffer, *args, **kwargs)
-        f.write(buffer.getvalue()[:buffer.tell() // 2])
+    def sync_and_die(f) -> None:
         f.flush()
         os.fsync(f.fileno())
         _die()
 
-    torch.save = save
+    torch.save = half_written_save(step, sync_and_die)
 
 
 def main() -> int:

@@ -3,13 +3,12 @@ error says what happened, and training stops (train.on_checkpoint_error=stop, ex
 from __future__ import annotations
 
 import errno
-import io
 
 import pytest
-import torch
 
 from contrastive import checkpoint, cli, stopping
 from contrastive.checkpoint import Checkpointer, load_checkpoint
+from tests.faults.partial_write import half_written_save
 from tests.faults.runs import tiny_run_overrides
 
 
@@ -22,18 +21,11 @@ def clear_stop_flag():
 
 def fill_the_disk_at(monkeypatch, step: int, written: list[int]) -> None:
     """Writing the checkpoint of `step` fails with ENOSPC after half its bytes."""
-    original = torch.save
-
-    def save(obj, f, *args, **kwargs):
-        if not (isinstance(obj, dict) and obj.get("step") == step):
-            return original(obj, f, *args, **kwargs)
-        buffer = io.BytesIO()
-        original(obj, buffer, *args, **kwargs)
-        f.write(buffer.getvalue()[:buffer.tell() // 2])
-        written.append(buffer.tell() // 2)
+    def disk_full(f) -> None:
+        written.append(f.tell())
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(checkpoint.torch, "save", save)
+    monkeypatch.setattr(checkpoint.torch, "save", half_written_save(step, disk_full))
 
 
 @pytest.mark.parametrize("policy", ["stop", "continue"])
