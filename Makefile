@@ -43,17 +43,18 @@ bench: $(STAMP)
 	$(BIN)/python -m contrastive.benchmark
 
 # Side by side with OpenCLIP (docs/benchmarks.md): a second venv holds the peer, a benchmark-only dependency that
-# the project never imports; both sides run in one session and the table gives ratios.
+# the project never imports (nor does the peer venv hold the project: OpenCLIP pins an older webdataset); both
+# sides run in one session and the table gives ratios.
 PEERS := .venv-peers
 PEERS_STAMP := $(PEERS)/.installed
 
-$(PEERS_STAMP): setup.cfg pyproject.toml
+$(PEERS_STAMP): Makefile
 	test -x $(PEERS)/bin/python || $(PYTHON) -m venv $(PEERS)
-	$(PEERS)/bin/pip install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.1 open-clip-torch==3.3.0 webdataset
-	$(PEERS)/bin/pip install -q --disable-pip-version-check -e .
+	$(PEERS)/bin/pip install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.1 open-clip-torch==3.3.0 \
+		'webdataset==0.2.86' pandas  # what open-clip-torch[training] pins for its data pipeline
 	touch $@
 
-bench-peers: $(STAMP) $(PEERS_STAMP)
+bench-peers: $(STAMP) $(PEERS_STAMP) demo-data
 	$(BIN)/python -m contrastive.bench_peers --peer-python $(PEERS)/bin/python
 
 clean:

@@ -21,7 +21,9 @@ import torch
 from open_clip.loss import ClipLoss, SigLipLoss
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 from open_clip.tokenizer import SimpleTokenizer
+from open_clip.transform import image_transform
 from open_clip.zero_shot_classifier import build_zero_shot_classifier
+from open_clip_train.data import get_wds_dataset
 from open_clip_train.scheduler import cosine_lr
 from open_clip_train.train import get_clip_metrics, train_one_epoch
 import open_clip_train.zero_shot
@@ -75,23 +77,76 @@ class InMemory:
         return iter([self.batch] * self.num_batches)
 
 
-def train_step(req: dict[str, Any]) -> dict[str, float]:
+def trainer(req: dict[str, Any]) -> tuple[CLIP, torch.optim.AdamW, torch.nn.Module, Namespace, Any]:
+    """Model, optimizer, loss, args and schedule as open_clip_train/main.py sets them up for train_one_epoch."""
     torch.manual_seed(0)
     model = build(req["spec"], req["loss"])
     optimizer = optimizer_for(model, req["optim"])
-    images, tokens = synthetic_batch(req["spec"], req["batch"])
     loss = SigLipLoss(rank=0, world_size=1) if req["loss"] == "siglip" else ClipLoss(rank=0, world_size=1)
     args = Namespace(device="cpu", precision=PRECISION[req["precision"]], accum_freq=1, distill=False,
                      skip_scheduler=False, grad_clip_norm=req["optim"]["clip_grad"], horovod=False,
                      log_every_n_steps=10**9, world_size=1, rank=0, local_rank=0, wandb=False,
                      batch_size=req["batch"], save_logs=False)
-    steps = req["steps"]
     scheduler = cosine_lr(optimizer, req["optim"]["lr"], req["optim"]["warmup_steps"], 10**6)
+    return model, optimizer, loss, args, scheduler
+
+
+def train_step(req: dict[str, Any]) -> dict[str, float]:
+    model, optimizer, loss, args, scheduler = trainer(req)
+    images, tokens = synthetic_batch(req["spec"], req["batch"])
+    steps = req["steps"]
     images = normalised(images)
     train_one_epoch(model, {"train": InMemory(images, tokens, 1)}, loss, 0, optimizer, None, scheduler, None, args)
     start = time.perf_counter()
     train_one_epoch(model, {"train": InMemory(images, tokens, steps)}, loss, 1, optimizer, None, scheduler, None, args)
     return {"s_per_step": (time.perf_counter() - start) / steps}
+
+
+def train_with_data(req: dict[str, Any]) -> dict[str, float]:
+    """OpenCLIP's own webdataset pipeline (get_wds_dataset, as --dataset-type webdataset builds it) feeding
+    train_one_epoch, or alone when req["train"] is false; the first `warmup` batches (worker start-up, shuffle
+    buffer fill) are not timed."""
+    data_args = Namespace(train_data=req["shards"], train_num_samples=(req["warmup"] + req["steps"]) * req["batch"],
+                          dataset_resampled=False, train_data_upsampling_factors=None, seed=0,
+                          workers=req["workers"], batch_size=req["batch"], world_size=1)
+    preprocess = image_transform(req["image_size"], is_train=True, mean=OPENAI_MEAN, std=OPENAI_STD)
+    tokenizer = SimpleTokenizer(context_length=req["spec"]["text"]["context_length"])
+    data = get_wds_dataset(data_args, preprocess, is_train=True, tokenizer=tokenizer)
+    timed = TimedBatches(data.dataloader, data.dataloader.num_batches, data.dataloader.num_samples)
+    if req["train"]:
+        model, optimizer, loss, args, scheduler = trainer(req)
+        train_one_epoch(model, {"train": timed}, loss, 0, optimizer, None, scheduler, None, args)
+    else:
+        for _ in timed:
+            pass
+    return timed.figures(req["warmup"])
+
+
+class TimedBatches:
+    """A loader for train_one_epoch that notes when each batch was asked for and when it came
+    (the project's side times its loader the same way, in contrastive.bench_peers.train_with_data)."""
+
+    def __init__(self, loader: Any, num_batches: int, num_samples: int):
+        self.loader, self.num_batches, self.num_samples, self.dataloader = loader, num_batches, num_samples, self
+        self.asked: list[float] = []
+        self.arrived: list[float] = []
+
+    def set_epoch(self, epoch: int) -> None:
+        pass
+
+    def __iter__(self):
+        batches = iter(self.loader)
+        for _ in range(self.num_batches):
+            self.asked.append(time.perf_counter())
+            batch = next(batches)
+            self.arrived.append(time.perf_counter())
+            yield batch
+        self.asked.append(time.perf_counter())
+
+    def figures(self, warmup: int) -> dict[str, float]:
+        elapsed = self.asked[-1] - self.asked[warmup]
+        waited = sum(got - asked for asked, got in zip(self.asked[warmup:], self.arrived[warmup:]))
+        return {"s_per_step": elapsed / (self.num_batches - warmup), "data_wait": waited / elapsed}
 
 
 def synthetic_batch(spec: dict[str, Any], batch: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -145,7 +200,7 @@ def retrieval_embeddings(n: int, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     return image, text
 
 
-TASKS = {"train_step": train_step, "zeroshot": zeroshot, "retrieval": retrieval}
+TASKS = {"train_step": train_step, "train_with_data": train_with_data, "zeroshot": zeroshot, "retrieval": retrieval}
 
 
 def main() -> None:

@@ -38,6 +38,8 @@ from contrastive.model import build_model
 from contrastive.optim import build_optimizer
 from contrastive.schedule import lr_at
 from contrastive.step import forward_backward
+from data.benchmark import OUTPUT_PX, SOURCE_PX, write_jpeg_shards
+from data.loader import StreamLoader
 from data.tokenizer import Tokenizer, train_bpe
 from eval.classification_data import ClassificationSet
 from eval.metrics import retrieval_metrics
@@ -45,13 +47,16 @@ from eval.prompts import fill, imagenet_classnames, template_set
 from eval.runtime import Runtime
 from eval.zeroshot import evaluate_zeroshot
 
+CLIP_VOCAB = 49408  # OpenCLIP's tokenizer emits CLIP's ids, so where it tokenizes both models get CLIP's vocabulary
 # (config, global batch, vocabulary): the demo's tiny towers and ViT-B/32 with CLIP's vocabulary.
-MODELS = (("demo", 128, 4096), ("clip_b32", 16, 49408))
+MODELS = (("demo", 128, 4096), ("clip_b32", 16, CLIP_VOCAB))
 PRECISIONS = ("fp32", "bf16")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 LOSSES = ("clip", "siglip")
 ZEROSHOT_CLASSES, ZEROSHOT_IMAGES, EVAL_BATCH = 100, 1024, 256
 RETRIEVAL_N, RETRIEVAL_DIM = 5000, 512
+DATA_WARMUP_STEPS, DATA_STEPS = 4, 20
+OPENCLIP_SHUFFLE_INITIAL = 1000  # open_clip_train.data's sample shuffle buffer starts at 1000 (grows to 5000)
 
 
 def spec(cfg: Config, vocab: int) -> dict[str, Any]:
@@ -74,39 +79,72 @@ def synthetic_batch(spec_: dict[str, Any], batch: int) -> tuple[torch.Tensor, to
     return images, tokens
 
 
-def train_step(req: dict[str, Any]) -> dict[str, float]:
+class OurStep:
     """The per-step work of contrastive.train._loop on one process, minus data loading and checkpoints."""
-    cfg = load_config(req["config"], [f"loss.name={req['loss']}"])
-    torch.manual_seed(0)
-    model = build_model(cfg.model, cfg.loss, vocab_size=req["spec"]["text"]["vocab"], pad_id=0)
-    optimizer = build_optimizer(model, cfg.optim)
+
+    def __init__(self, req: dict[str, Any], log_dir: Path, pad_id: int = 0):
+        self.cfg = cfg = load_config(req["config"], [f"loss.name={req['loss']}"])
+        torch.manual_seed(0)
+        self.model = build_model(cfg.model, cfg.loss, vocab_size=req["spec"]["text"]["vocab"], pad_id=pad_id)
+        self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if req["precision"] == "bf16" \
+            else contextlib.nullcontext
+        self.logger = TrainLogger(log_dir, enabled=False, total_steps=10**6, global_batch=req["batch"])
+
+    def __call__(self, index: int, images: torch.Tensor, tokens: torch.Tensor) -> None:
+        optim = self.cfg.optim
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(index, optim.lr, optim.warmup_steps, 10**6, optim.min_lr_ratio)
+        out = forward_backward(self.model, self.model, images, tokens, self.autocast)
+        grad_norm = sharding.full_tensor(torch.nn.utils.clip_grad_norm_(self.model.parameters(), optim.clip_grad))
+        flags = torch.stack([torch.tensor(float(stopping.stop_requested())),
+                             (~torch.isfinite(out["loss"].detach()) | ~torch.isfinite(grad_norm)).float()])
+        flags.tolist()  # the loop's one host sync per step
+        self.optimizer.step()
+        self.logger.update({**out, "grad_norm": grad_norm}, 0.0)
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def gflop(self, images: torch.Tensor, tokens: torch.Tensor) -> float:
+        with FlopCounterMode(display=False) as counter:
+            forward_backward(self.model, self.model, images, tokens, self.autocast)
+        return counter.get_total_flops() / 1e9
+
+
+def train_step(req: dict[str, Any]) -> dict[str, float]:
     images, tokens = synthetic_batch(req["spec"], req["batch"])
-    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if req["precision"] == "bf16" \
-        else contextlib.nullcontext
     with tempfile.TemporaryDirectory() as tmp:
-        logger = TrainLogger(Path(tmp), enabled=False, total_steps=10**6, global_batch=req["batch"])
-
-        def step(index: int) -> None:
-            lr = lr_at(index, cfg.optim.lr, cfg.optim.warmup_steps, 10**6, cfg.optim.min_lr_ratio)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            out = forward_backward(model, model, images, tokens, autocast)
-            grad_norm = sharding.full_tensor(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad))
-            flags = torch.stack([torch.tensor(float(stopping.stop_requested())),
-                                 (~torch.isfinite(out["loss"].detach()) | ~torch.isfinite(grad_norm)).float()])
-            flags.tolist()  # the loop's one host sync per step
-            optimizer.step()
-            logger.update({**out, "grad_norm": grad_norm}, 0.0)
-            optimizer.zero_grad(set_to_none=True)
-
-        step(0)
+        step = OurStep(req, Path(tmp))
+        step(0, images, tokens)
         start = time.perf_counter()
         for index in range(1, req["steps"] + 1):
-            step(index)
+            step(index, images, tokens)
         seconds = (time.perf_counter() - start) / req["steps"]
-    with FlopCounterMode(display=False) as counter:
-        forward_backward(model, model, images, tokens, autocast)
-    return {"s_per_step": seconds, "gflop_per_step": counter.get_total_flops() / 1e9}
+    return {"s_per_step": seconds, "gflop_per_step": step.gflop(images, tokens)}
+
+
+def train_with_data(req: dict[str, Any]) -> dict[str, float]:
+    """Our StreamLoader feeding our step (or alone when req["train"] is false), timed as the OpenCLIP side times
+    its webdataset pipeline: when each batch was asked for and when it came; the first `warmup` batches (worker
+    start-up, shuffle buffer fill) are not timed."""
+    cfg = load_config(req["config"], [])
+    tokenizer = Tokenizer.from_file(req["tokenizer"], context_length=cfg.model.text.context_length)
+    loader = StreamLoader([req["shards"]], tokenizer, batch_size=req["batch"], image_size=req["image_size"],
+                          crop_scale=tuple(cfg.data.crop_scale), shuffle_buffer=OPENCLIP_SHUFFLE_INITIAL,
+                          workers=req["workers"])
+    asked, arrived = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        step = OurStep(req, Path(tmp), pad_id=tokenizer.pad_id) if req["train"] else None
+        batches = iter(loader)
+        for index in range(req["warmup"] + req["steps"]):
+            asked.append(time.perf_counter())
+            batch = next(batches)
+            arrived.append(time.perf_counter())
+            if step is not None:
+                step(index, batch.images, batch.tokens)
+        asked.append(time.perf_counter())
+    elapsed = asked[-1] - asked[req["warmup"]]
+    waited = sum(got - ask for ask, got in zip(asked[req["warmup"]:], arrived[req["warmup"]:]))
+    return {"s_per_step": elapsed / req["steps"], "data_wait": waited / elapsed}
 
 
 def zeroshot(req: dict[str, Any]) -> dict[str, float]:
@@ -137,7 +175,7 @@ def retrieval(req: dict[str, Any]) -> dict[str, float]:
     return {"s": time.perf_counter() - start}
 
 
-TASKS = {"train_step": train_step, "zeroshot": zeroshot, "retrieval": retrieval}
+TASKS = {"train_step": train_step, "train_with_data": train_with_data, "zeroshot": zeroshot, "retrieval": retrieval}
 
 
 def serve() -> None:
@@ -181,6 +219,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="the tiny model only (no ViT-B/32 rows)")
+    parser.add_argument("--data-dir", type=Path, default=Path("demo_data"), help="the demo shards (make demo-data)")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -206,6 +245,7 @@ def main() -> None:
                     print(f"{f'{name} b{batch} {precision} {loss}':<30}{peer['s_per_step'] / ours['s_per_step']:>14.2f}"
                           f"{batch / ours['s_per_step']:>16.1f}{batch / peer['s_per_step']:>20.1f}"
                           f"{gflops:>13.1f}{gflops / peak:>9.0%}{peak:>7.0f}", flush=True)
+        _data_rows(sides, args.rounds, args.data_dir)
         _eval_rows(sides, args.rounds)
     finally:
         for side in sides:
@@ -218,9 +258,37 @@ def _optim(name: str) -> dict[str, Any]:
             "warmup_steps": o.warmup_steps, "clip_grad": o.clip_grad}
 
 
+def _data_rows(sides: tuple[Side, Side], rounds: int, data_dir: Path) -> None:
+    """Each side's own loader, same shards and worker count: alone (the data pipeline) on the demo shards and on
+    256 px JPEGs cropped to 224 px, then feeding the demo model's training step on the demo shards."""
+    name, batch, _ = MODELS[0]
+    if not (data_dir / "tokenizer.json").exists():
+        raise SystemExit(f"{data_dir}/tokenizer.json not found: build the demo shards first (make demo-data)")
+    cfg = load_config(name, [])
+    base = {"task": "train_with_data", "config": name, "spec": spec(cfg, CLIP_VOCAB), "batch": batch,
+            "optim": _optim(name), "workers": cfg.data.workers, "tokenizer": str(data_dir / "tokenizer.json"),
+            "precision": cfg.train.precision, "loss": "clip", "warmup": DATA_WARMUP_STEPS, "steps": DATA_STEPS}
+    demo_shards = str(data_dir / "train" / "shard-{000000..000007}.tar")
+    print(f"{'data (' + str(cfg.data.workers) + ' workers, batch ' + str(batch) + ')':<42}{'ours/OpenCLIP':>14}"
+          f"{'ours samples/s':>16}{'OpenCLIP samples/s':>20}{'our data wait':>15}{'OpenCLIP data wait':>20}", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        jpeg_shards = write_jpeg_shards(Path(tmp), (DATA_WARMUP_STEPS + DATA_STEPS + 8) * batch)
+        rows = [("loader alone, demo shards (64 px PNG)", {"shards": demo_shards, "train": False}),
+                (f"loader alone, {SOURCE_PX} px JPEG -> {OUTPUT_PX} px", {"shards": jpeg_shards, "train": False,
+                                                                  "image_size": OUTPUT_PX}),
+                *((f"{name} training, demo shards, {cfg.train.precision} {loss}", {"shards": demo_shards, "train": True,
+                                                                                 "loss": loss}) for loss in LOSSES)]
+        for label, fields in rows:
+            req = {"image_size": cfg.model.image.image_size, **base, **fields}
+            ours, peer = best_of(sides, req, rounds, "s_per_step")
+            waits = f"{ours['data_wait']:>15.1%}{peer['data_wait']:>20.1%}" if req["train"] else ""
+            print(f"{label:<42}{peer['s_per_step'] / ours['s_per_step']:>14.2f}{batch / ours['s_per_step']:>16.1f}"
+                  f"{batch / peer['s_per_step']:>20.1f}{waits}", flush=True)
+
+
 def _eval_rows(sides: tuple[Side, Side], rounds: int) -> None:
     name, _, _ = MODELS[0]
-    vocab = 49408  # OpenCLIP's tokenizer emits CLIP's ids, so both tiny models get CLIP's vocabulary here
+    vocab = CLIP_VOCAB
     print(f"{'evaluation':<44}{'ours/OpenCLIP':>14}{'ours s':>16}{'OpenCLIP s':>20}", flush=True)
     for precision in PRECISIONS:
         req = {"task": "zeroshot", "config": name, "spec": spec(load_config(name, []), vocab), "precision": precision,
