@@ -104,7 +104,15 @@ class TextTower(nn.Module):
             nn.init.normal_(self.projection.weight, std=width ** -0.5)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """token ids [B, L] (L <= context_length) -> [B, D] (embedding) or [B, width] (pooled_state)."""
+        """token ids [B, L] (L <= context_length) -> [B, D] (embedding) or [B, width] (pooled_state).
+
+        In eval mode the trailing columns that are padding in every row are dropped first: no real token attends
+        to a pad (causal attention, or pad keys masked), so the output is the same for less work; zero-shot
+        prompts fill a few of 77 positions. Not in training, where a data-dependent shape would cost a host sync
+        per step and recompiles under torch.compile, nor for "last" pooling, which reads the padded row's end.
+        """
+        if not self.training and self.pool is not pool_last:
+            tokens = tokens[:, :int((tokens != self.pad_id).sum(1).max())]
         pooled = self.pool(self.hidden_states(tokens), tokens != self.pad_id)
         return pooled if self.projection is None else F.normalize(self.projection(pooled), dim=-1)
 

@@ -61,6 +61,18 @@ def test_padding_length_does_not_change_the_output(causal: bool, pool: str):
     torch.testing.assert_close(short, long)
 
 
+@pytest.mark.parametrize("causal, pool, eval_length", [(True, "eot", 5), (False, "mean", 5), (False, "last", 12)])
+def test_eval_mode_drops_all_pad_columns_without_changing_the_output(causal: bool, pool: str, eval_length: int):
+    tower = tiny_tower(causal=causal, pool=pool)
+    seen: list[int] = []
+    tower.blocks[0].register_forward_hook(lambda module, args, out: seen.append(args[0].shape[1]))
+    tokens = batch(row([5, 6, 7]), row([8]))  # 12 columns, the longest row uses 5
+    trained = tower.train()(tokens)
+    evaluated = tower.eval()(tokens)
+    assert seen == [12, eval_length]  # "last" pooling reads the padded end, so it keeps every column
+    torch.testing.assert_close(evaluated, trained)
+
+
 def test_pooling_variants_select_end_token_last_position_and_non_pad_mean():
     tokens = batch(row([5, 6, 7]), row([8]))
     not_pad = (tokens != PAD).unsqueeze(-1).float()
