@@ -138,10 +138,12 @@ def _loop(cfg: Config, env: DistEnv, model: ContrastiveModel, wrapped: torch.nn.
         if cfg.eval.every_steps and step % cfg.eval.every_steps == 0 and step < t.steps:
             _evaluate(cfg, env, model, tokenizer, logger, step)
         if step % t.checkpoint_every == 0 or step == t.steps or stop:
-            save(checkpointer, step, model, optimizer, loader, env, cfg)
+            saved = save(checkpointer, step, model, optimizer, loader, env, cfg, final=step == t.steps)
         if stop:
             if env.is_main:
-                print(f"stop requested: checkpoint written at step {step}, exiting", flush=True)
+                print(f"stop requested: checkpoint written at step {step}, exiting" if saved else
+                      f"stop requested at step {step}, whose checkpoint failed; exiting, the run resumes from "
+                      f"{checkpointer.latest()}", flush=True)
             return TrainResult(step=step, finished=False, stopped_by_signal=True)
     if has_evaluators(cfg):
         _evaluate(cfg, env, model, tokenizer, logger, step)
@@ -174,7 +176,10 @@ def make_train_loader(cfg: Config, tokenizer: Tokenizer, env: DistEnv) -> Stream
 
 
 def save(checkpointer: Checkpointer, step: int, model: ContrastiveModel, optimizer: torch.optim.Optimizer,
-         loader: StreamLoader, env: DistEnv, cfg: Config) -> None:
+         loader: StreamLoader, env: DistEnv, cfg: Config, final: bool) -> bool:
+    """Write the checkpoint of `step` from rank 0; True if it was written. A failed write stops training on every
+    rank, unless train.on_checkpoint_error=continue and it is not the `final` one, without which the run would end
+    looking finished but without its last steps."""
     per_rank = all_gather_objects({"data": loader.state_dict(), "rng": rng_state()})
     model_state, optimizer_state = sharding.full_state(model, optimizer)
     failure = None
@@ -195,8 +200,12 @@ def save(checkpointer: Checkpointer, step: int, model: ContrastiveModel, optimiz
     if failure is not None:
         if cfg.train.on_checkpoint_error == "stop":
             raise CheckpointError(f"{failure}; training stopped (train.on_checkpoint_error=stop)")
+        if final:
+            raise CheckpointError(f"{failure}; it was the final checkpoint, so the run fails even with "
+                                  "train.on_checkpoint_error=continue; rerun it to resume from `latest`")
         if env.is_main:
             print(f"warning: {failure}; training goes on (train.on_checkpoint_error=continue)", flush=True)
+    return failure is None
 
 
 def restore(state: dict[str, Any], model: ContrastiveModel, optimizer: torch.optim.Optimizer,

@@ -6,7 +6,7 @@ import errno
 
 import pytest
 
-from contrastive import checkpoint, cli, stopping
+from contrastive import checkpoint, cli, stopping, train
 from contrastive.checkpoint import Checkpointer, load_checkpoint
 from tests.faults.partial_write import half_written_save
 from tests.faults.runs import tiny_run_overrides
@@ -53,3 +53,38 @@ def test_a_full_disk_during_a_checkpoint_keeps_latest_loadable(tmp_path, monkeyp
     assert checkpoints.steps() == [2, 4, 6] if policy == "stop" else [2, 6]
     assert load_checkpoint(checkpoints.latest())["step"] == 6
     figures["checkpoint writes failed (ENOSPC) with latest intact"] += 1
+
+
+def test_with_continue_a_failed_final_checkpoint_still_fails_the_run(tmp_path, monkeypatch, capsys):
+    run_dir = tmp_path / "run"
+    overrides = tiny_run_overrides(tmp_path, run_dir, "train.steps=6", "train.on_checkpoint_error=continue")
+    fill_the_disk_at(monkeypatch, 6, [])
+    assert cli.main(["train", *overrides]) == 2
+    checkpoints = Checkpointer(run_dir)
+    assert capsys.readouterr().err == (
+        f"error: checkpoint {checkpoints.path(6)} could not be written ([Errno 28] No space left on device); "
+        "`latest` still names step_000004.pt; it was the final checkpoint, so the run fails even with "
+        "train.on_checkpoint_error=continue; rerun it to resume from `latest`\n")
+    assert checkpoints.steps() == [2, 4]
+    monkeypatch.undo()
+    assert cli.main(["train", *overrides]) == 0
+    assert load_checkpoint(checkpoints.latest())["step"] == 6
+
+
+def test_with_continue_a_stop_whose_checkpoint_failed_says_so(tmp_path, monkeypatch, capsys):
+    run_dir = tmp_path / "run"
+    overrides = tiny_run_overrides(tmp_path, run_dir, "train.steps=6", "train.on_checkpoint_error=continue")
+    fill_the_disk_at(monkeypatch, 3, [])
+    lr_at = train.lr_at
+
+    def stop_as_step_3_begins(index: int, *args):
+        if index == 2:
+            stopping.request_stop()
+        return lr_at(index, *args)
+
+    monkeypatch.setattr(train, "lr_at", stop_as_step_3_begins)
+    assert cli.main(["train", *overrides]) == 0
+    checkpoints = Checkpointer(run_dir)
+    out = capsys.readouterr().out
+    assert f"stop requested at step 3, whose checkpoint failed; exiting, the run resumes from {checkpoints.path(2)}" in out
+    assert "checkpoint written" not in out and checkpoints.steps() == [2]
