@@ -23,6 +23,7 @@ from submitit.helpers import Checkpointable, TorchDistributedEnvironment
 
 from slurm import run_state
 from slurm.errors import SlurmError
+from slurm.launch import queue_state
 
 STOP_SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
 
@@ -99,10 +100,10 @@ class TrainJob(Checkpointable):
     def _requeue(self, run_dir: Path, step: int) -> NoReturn:
         env = JobEnvironment()
         if env.cluster == "slurm":
-            state_now = slurm_job_state(env.job_id)
+            state_now = queue_state(env.job_id)
             if state_now != "RUNNING":
-                print(f"stopped at step {step}; Slurm is already ending job {env.job_id} ({state_now}: cancelled, "
-                      "or requeued by Slurm itself), so the job does not requeue itself", flush=True)
+                print(f"stopped at step {step}; Slurm is already ending job {env.job_id} ({state_now or 'gone'}: "
+                      "cancelled, or requeued by Slurm itself), so the job does not requeue itself", flush=True)
                 sys.exit(0)
         state = run_state.read(run_dir)
         if state.requeues >= self.max_requeues:
@@ -119,11 +120,3 @@ class TrainJob(Checkpointable):
                              f"({e}); resubmit the run to continue") from None
         sys.exit(0)  # Slurm now ends this allocation and starts the job again; no result file is written
 
-
-def slurm_job_state(job_id: str) -> str:
-    """RUNNING, PENDING, COMPLETING, ... as `scontrol show job` reports it now."""
-    out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, timeout=60)
-    for field in out.stdout.split():
-        if field.startswith("JobState="):
-            return field.split("=", 1)[1]
-    raise SlurmError(f"scontrol show job {job_id} reported no JobState: {(out.stderr or out.stdout).strip()}")

@@ -1,4 +1,5 @@
 """queue_state against a scripted squeue: a failed look is retried, never taken for a job that has left the queue."""
+import os
 import stat
 from pathlib import Path
 
@@ -12,7 +13,8 @@ def fake_squeue(tmp_path: Path, monkeypatch, *replies: tuple[int, str, str]) -> 
     """squeue on PATH that gives `replies` (exit code, stdout, stderr) in order, one per call, then the last forever."""
     calls = tmp_path / "calls"
     calls.write_text("0")
-    cases = "\n".join(f'  {i}) printf "{out}"; printf "{err}" >&2; exit {rc};;' for i, (rc, out, err) in enumerate(replies))
+    cases = "\n".join(f'  {i}) printf "{out}"; printf "{err}" >&2; exit {rc};;'
+                      for i, (rc, out, err) in enumerate(replies))
     script = tmp_path / "squeue"
     script.write_text(f"""#!/usr/bin/env bash
 n=$(cat {calls}); echo $((n + 1)) > {calls}
@@ -22,7 +24,7 @@ case $n in
 esac
 """)
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
 
 
 def test_a_busy_controller_is_retried_until_squeue_answers(tmp_path, monkeypatch):
