@@ -219,7 +219,6 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="the tiny model only (no ViT-B/32 rows)")
-    parser.add_argument("--data-dir", type=Path, default=Path("demo_data"), help="the demo shards (make demo-data)")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -245,7 +244,7 @@ def main() -> None:
                     print(f"{f'{name} b{batch} {precision} {loss}':<30}{peer['s_per_step'] / ours['s_per_step']:>14.2f}"
                           f"{batch / ours['s_per_step']:>16.1f}{batch / peer['s_per_step']:>20.1f}"
                           f"{gflops:>13.1f}{gflops / peak:>9.0%}{peak:>7.0f}", flush=True)
-        _data_rows(sides, args.rounds, args.data_dir)
+        _data_rows(sides, args.rounds)
         _eval_rows(sides, args.rounds)
     finally:
         for side in sides:
@@ -258,19 +257,19 @@ def _optim(name: str) -> dict[str, Any]:
             "warmup_steps": o.warmup_steps, "clip_grad": o.clip_grad}
 
 
-def _data_rows(sides: tuple[Side, Side], rounds: int, data_dir: Path) -> None:
+def _data_rows(sides: tuple[Side, Side], rounds: int) -> None:
     """Each side's own loader, same shards and worker count: alone (the data pipeline) on the demo shards and on
     256 px JPEGs cropped to 224 px, then feeding the demo model's training step on the demo shards."""
     name, batch, _ = MODELS[0]
-    if not (data_dir / "tokenizer.json").exists():
-        raise SystemExit(f"{data_dir}/tokenizer.json not found: build the demo shards first (make demo-data)")
     cfg = load_config(name, [])
+    if not Path(cfg.data.tokenizer).exists():
+        raise SystemExit(f"{cfg.data.tokenizer} not found: build the demo shards first (make demo-data)")
+    (demo_shards,) = cfg.data.shards
     base = {"task": "train_with_data", "config": name, "spec": spec(cfg, CLIP_VOCAB), "batch": batch,
-            "optim": _optim(name), "workers": cfg.data.workers, "tokenizer": str(data_dir / "tokenizer.json"),
+            "optim": _optim(name), "workers": cfg.data.workers, "tokenizer": cfg.data.tokenizer,
             "precision": cfg.train.precision, "loss": "clip", "warmup": DATA_WARMUP_STEPS, "steps": DATA_STEPS}
-    demo_shards = str(data_dir / "train" / "shard-{000000..000007}.tar")
-    print(f"{'data (' + str(cfg.data.workers) + ' workers, batch ' + str(batch) + ')':<42}{'ours/OpenCLIP':>14}"
-          f"{'ours samples/s':>16}{'OpenCLIP samples/s':>20}{'our data wait':>15}{'OpenCLIP data wait':>20}", flush=True)
+    print(f"{f'data ({cfg.data.workers} workers, batch {batch})':<42}{'ours/OpenCLIP':>14}{'ours samples/s':>16}"
+          f"{'OpenCLIP samples/s':>20}{'our data wait':>15}{'OpenCLIP data wait':>20}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         jpeg_shards = write_jpeg_shards(Path(tmp), (DATA_WARMUP_STEPS + DATA_STEPS + 8) * batch)
         rows = [("loader alone, demo shards (64 px PNG)", {"shards": demo_shards, "train": False}),

@@ -86,5 +86,6 @@ def test_with_continue_a_stop_whose_checkpoint_failed_says_so(tmp_path, monkeypa
     assert cli.main(["train", *overrides]) == 0
     checkpoints = Checkpointer(run_dir)
     out = capsys.readouterr().out
-    assert f"stop requested at step 3, whose checkpoint failed; exiting, the run resumes from {checkpoints.path(2)}" in out
+    resumes = f"stop requested at step 3, whose checkpoint failed; exiting, the run resumes from {checkpoints.path(2)}"
+    assert resumes in out
     assert "checkpoint written" not in out and checkpoints.steps() == [2]
