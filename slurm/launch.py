@@ -8,8 +8,12 @@ would leave an empty literal `%j` directory behind a per-job folder).
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -38,15 +42,28 @@ def submit(fns: Sequence[Callable[[], Any]], log_dirs: Sequence[Path], resources
                 for fn, log_dir in zip(fns, log_dirs)]
     folder = (array_folder or log_dirs[0]).absolute()
     executor = make_executor(resources, folder / "%j", local=False, job_name=job_name)
+    submitit_stderr = io.StringIO()  # submitit prints sbatch's error before raising it: said once, by the SlurmError
     try:
-        jobs = executor.submit_array(list(fns))
+        with contextlib.redirect_stderr(submitit_stderr):
+            jobs = executor.submit_array(list(fns))
     except FailedJobError as e:
-        raise SlurmError(f"sbatch refused the job: {e}") from None
+        raise SlurmError(refusal_message(str(e), resources)) from None
+    sys.stderr.write(submitit_stderr.getvalue())
     for job, log_dir in zip(jobs, log_dirs):
         link = log_dir.absolute() / job.job_id
         if link != job.paths.folder:
             link.symlink_to(os.path.relpath(job.paths.folder, log_dir.absolute()))
     return jobs
+
+
+def refusal_message(sbatch_stderr: str, resources: Resources) -> str:
+    """sbatch's error lines as one line; a gres refusal names the key that asked for the GPUs."""
+    reasons = [line.strip().removeprefix("sbatch: error: ") for line in sbatch_stderr.splitlines() if line.strip()]
+    message = f"sbatch refused the job: {'; '.join(reasons) or 'no reason given'}"
+    if resources.gpus_per_node and re.search(r"\bgres\b", sbatch_stderr, re.IGNORECASE):
+        message += (f" (slurm.gpus_per_node={resources.gpus_per_node} asks for GPUs that the partition's nodes do not "
+                    "have; set slurm.gpus_per_node=0 for CPU nodes)")
+    return message
 
 
 def final_results(job: submitit.Job, poll_s: float = 2.0) -> list[Any]:
