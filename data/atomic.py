@@ -41,10 +41,14 @@ class AtomicFile:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
+        if exc_type is not None:
             self.discard()
+            return
+        try:
+            self.commit()
+        except BaseException:  # a full disk at fsync, a refused rename: no temp file is left behind either
+            self.discard()
+            raise
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

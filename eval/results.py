@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Mapping, Optional
 
+from data.atomic import atomic_write_text
 from eval.errors import EvalError
 
 
@@ -17,19 +17,7 @@ def write_json(path: str | os.PathLike, metrics: Mapping[str, float], step: Opti
     if bad:
         raise EvalError(f"refusing to write non-finite metrics to {path}: {', '.join(bad)}")
     text = json.dumps({"step": step, "metrics": dict(sorted(metrics.items()))}, indent=2) + "\n"
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as tmp:
-            tmp.write(text)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.chmod(tmp_name, 0o644)  # mkstemp creates 0600; results are meant to be read by others
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, text)
 
 
 def read_json(path: str | os.PathLike) -> tuple[Optional[int], dict[str, float]]:
