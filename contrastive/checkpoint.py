@@ -46,6 +46,14 @@ class Checkpointer:
         self._prune()
         return path
 
+    @staticmethod
+    def step_of(path: Path) -> int:
+        """The step a checkpoint file holds, from its name (without reading a file of gigabytes)."""
+        match = STEP_FILE.match(path.name)
+        if match is None:
+            raise CheckpointError(f"{path} is not named like a checkpoint (step_NNNNNN.pt)")
+        return int(match.group(1))
+
     def latest(self) -> Path | None:
         marker = self.dir / "latest"
         if not marker.exists():

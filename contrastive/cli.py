@@ -11,6 +11,7 @@ from contrastive.commands import report as report_command
 from contrastive.commands import submit as submit_command
 from contrastive.commands import train as train_command
 from contrastive.errors import USER_ERRORS
+from contrastive.stopping import Stopped
 
 COMMANDS: list[ModuleType] = [train_command, eval_command, submit_command, report_command, data_command]
 
@@ -33,7 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except Stopped as e:  # a command without step boundaries, stopped from outside; the command said what it kept
+        print(f"{e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:  # a second Ctrl-C: at once
         return 130
 
 

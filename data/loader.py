@@ -23,6 +23,7 @@ from data.decode import ImageTransform
 from data.errors import DataError
 from data.patterns import expand_patterns
 from data.slot import Batch, SlotBatcher, SlotState, Tokenizer, initial_slot_state
+from data.workers import ignore_stop_signals
 
 __all__ = ["Batch", "StreamLoader"]
 
@@ -109,7 +110,7 @@ class StreamLoader:
             os.environ["TOKENIZERS_PARALLELISM"] = "false"
         loader = DataLoader(dataset, batch_size=None, num_workers=self.workers,
                             pin_memory=torch.cuda.is_available(), prefetch_factor=2 if self.workers else None,
-                            persistent_workers=self.workers > 0,
+                            persistent_workers=self.workers > 0, worker_init_fn=ignore_stop_signals,
                             generator=torch.Generator().manual_seed(self.seed))  # leaves the global RNG alone
         for local_slot, state, batch in loader:
             if generation != self._iterator_generation:

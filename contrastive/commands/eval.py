@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from contrastive.stopping import Stopped, raising_on_stop
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="zero-shot classification and retrieval on a run or checkpoint",
@@ -17,7 +19,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from contrastive.evaluate import evaluate_checkpoint
 
-    for result in evaluate_checkpoint(args.path, args.overrides, all_checkpoints=args.all):
+    try:
+        with raising_on_stop():
+            results = evaluate_checkpoint(args.path, args.overrides, all_checkpoints=args.all)
+    except Stopped as e:
+        raise Stopped(e.signum, "the checkpoints evaluated before the stop have their results in RUN_DIR/eval/, "
+                                f"no half-written file is left; rerun `contrastive eval {args.path}` to finish") from None
+    for result in results:
         step = result.pop("step")
         print(f"step {step}")
         width = max(map(len, result))

@@ -10,7 +10,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 
@@ -40,12 +40,15 @@ class Finished:
 
 def run_training(overrides: list[str], *, kill: str = "", env: Optional[dict[str, str]] = None,
                  signal_at_step: Optional[int] = None, signal_to_send: int = signal.SIGTERM, delay_s: float = 0.0,
-                 timeout_s: float = 120) -> Finished:
-    """`contrastive train OVERRIDES` in its own process. `kill` plants a SIGKILL from inside (kill_runner's
-    FAULT_KILL); `signal_at_step` sends `signal_to_send` from outside `delay_s` after the line of that step."""
+                 to_group: bool = False, launcher: Sequence[str] = (), timeout_s: float = 120) -> Finished:
+    """`contrastive train OVERRIDES` in its own process (under `launcher`, e.g. torchrun's command line, if given).
+    `kill` plants a SIGKILL from inside (kill_runner's FAULT_KILL); `signal_at_step` sends `signal_to_send` from
+    outside `delay_s` after the line of that step: to the main process, or with `to_group` to its whole process
+    group (its loader workers too), as Slurm, `timeout` and a terminal's Ctrl-C do."""
     full_env = {**os.environ, "FAULT_KILL": kill, "PYTHONUNBUFFERED": "1", **(env or {})}
-    process = subprocess.Popen([sys.executable, "-m", "tests.faults.kill_runner", "train", *overrides],
-                               cwd=REPO, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    command = [*launcher, "-m", "contrastive"] if launcher else [sys.executable, "-m", "tests.faults.kill_runner"]
+    process = subprocess.Popen([*command, "train", *overrides], cwd=REPO, env=full_env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=to_group)
     timer = threading.Timer(timeout_s, process.kill)
     timer.start()
     lines = []
@@ -54,7 +57,10 @@ def run_training(overrides: list[str], *, kill: str = "", env: Optional[dict[str
             lines.append(line)
             if signal_at_step is not None and line.startswith(f"step {signal_at_step}/"):
                 time.sleep(delay_s)
-                process.send_signal(signal_to_send)
+                if to_group:
+                    os.killpg(process.pid, signal_to_send)
+                else:
+                    process.send_signal(signal_to_send)
                 signal_at_step = None
         returncode = process.wait()
     finally:
@@ -110,3 +116,32 @@ def run_ranks_as_processes(overrides: list[str], world_size: int, *, kill: str =
                 p.kill()
             raise TimeoutError(f"rank {rank} did not end within {timeout_s} s")
     return [Finished(processes[rank].returncode, outputs[rank]) for rank in range(world_size)]
+
+
+def signal_ranks_in_one_group(overrides: list[str], world_size: int, signal_at_step: int, signal_to_send: int,
+                              timeout_s: float = 180) -> list[Finished]:
+    """`contrastive train` as `world_size` processes over gloo, all in one process group (as srun's tasks or a
+    terminal's job are), which gets `signal_to_send` once rank 0 has logged `signal_at_step`."""
+    from tests.multiprocess import free_port
+
+    port = str(free_port())
+    processes: list[subprocess.Popen] = []
+    for rank in range(world_size):
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "RANK": str(rank),
+               "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world_size), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
+        processes.append(subprocess.Popen([sys.executable, "-m", "contrastive", "train", *overrides], cwd=REPO,
+                                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                          process_group=processes[0].pid if processes else 0))
+    timer = threading.Timer(timeout_s, lambda: [p.kill() for p in processes])
+    timer.start()
+    try:
+        lines = []
+        for line in processes[0].stdout:
+            lines.append(line)
+            if line.startswith(f"step {signal_at_step}/"):
+                os.killpg(processes[0].pid, signal_to_send)
+                signal_at_step = -1
+        outputs = ["".join(lines)] + [p.communicate()[0] for p in processes[1:]]
+        return [Finished(p.wait(), out) for p, out in zip(processes, outputs)]
+    finally:
+        timer.cancel()
