@@ -33,6 +33,11 @@ def at_least(default: Any, low: float) -> Any:
     return field(default=default, metadata={"interval": f"[{low}, inf)", "contains": lambda x: x >= low})
 
 
+def above(default: Any, low: float) -> Any:
+    """A finite number > low."""
+    return field(default=default, metadata={"interval": f"({low}, inf)", "contains": lambda x: x > low})
+
+
 def within(default: Any, interval: str) -> Any:
     """A number (or each number of a tuple) in an interval of 0 and 1: "[0, 1)", "(0, 1]" or "[0, 1]"."""
     low_ok = {"[": lambda x: x >= 0, "(": lambda x: x > 0}[interval[0]]
@@ -48,7 +53,7 @@ class ImageTowerConfig:
     width: int = at_least(768, 1)
     depth: int = at_least(12, 1)
     heads: int = at_least(12, 1)
-    mlp_ratio: float = at_least(4.0, 0)
+    mlp_ratio: float = above(4.0, 0)
     global_pool: str = choice("token", "token", "avg", "map")
     mixture_tokens: int = at_least(8, 0)  # K prefix tokens of the ViT; used by losses that score them (Llip)
     patch_drop_rate: float = within(0.0, "[0, 1)")  # FLIP-style patch dropout during training
@@ -60,7 +65,7 @@ class TextTowerConfig:
     width: int = at_least(512, 1)
     depth: int = at_least(12, 1)
     heads: int = at_least(8, 1)
-    mlp_ratio: float = at_least(4.0, 0)
+    mlp_ratio: float = above(4.0, 0)
     causal: bool = True  # CLIP: causal; SigLIP: bidirectional
     pool: str = choice("eot", "eot", "last", "mean")
 

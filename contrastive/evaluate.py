@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -16,23 +17,43 @@ from contrastive.distributed import pick_device
 from contrastive.model import ContrastiveModel, build_model
 from data.tokenizer import Tokenizer
 from eval import evaluate
-from eval.results import write_json
+from eval.results import read_json, write_json
+
+
+EvalDatasets = tuple[dict[str, str], dict[str, str]]  # (zeroshot, retrieval): name -> path
 
 
 def has_evaluators(cfg: Config) -> bool:
     return bool(cfg.eval.zeroshot or cfg.eval.retrieval)
 
 
+def results_path(run_dir: Path, step: int) -> Path:
+    return run_dir / "eval" / f"step_{step:06d}.json"
+
+
 def evaluate_model(model: ContrastiveModel, tokenizer: Tokenizer, cfg: Config, device: torch.device, step: int,
-                   run_dir: Path, progress: bool = False) -> dict[str, float]:
+                   run_dir: Path, progress: bool = False, datasets: Optional[EvalDatasets] = None) -> dict[str, float]:
+    """The configured evaluators (or only `datasets`); their metrics are merged into the step's results file, so
+    an evaluation of other datasets keeps what an earlier one found."""
+    zeroshot, retrieval = datasets if datasets is not None else (dict(cfg.eval.zeroshot), dict(cfg.eval.retrieval))
     metrics = evaluate(
-        model, tokenizer, image_size=cfg.model.image.image_size, zeroshot=dict(cfg.eval.zeroshot),
-        retrieval=dict(cfg.eval.retrieval), batch_size=cfg.eval.batch_size, workers=cfg.eval.workers,
-        templates=cfg.eval.templates,
+        model, tokenizer, image_size=cfg.model.image.image_size, zeroshot=zeroshot, retrieval=retrieval,
+        batch_size=cfg.eval.batch_size, workers=cfg.eval.workers, templates=cfg.eval.templates,
         device=device, autocast_dtype=torch.bfloat16 if cfg.train.precision == "bf16" else None, progress=progress,
     )
-    write_json(run_dir / "eval" / f"step_{step:06d}.json", metrics, step=step)
+    path = results_path(run_dir, step)
+    write_json(path, {**(read_json(path)[1] if path.is_file() else {}), **metrics}, step=step)
     return metrics
+
+
+def missing_evaluations(cfg: Config, run_dir: Path, step: int) -> EvalDatasets:
+    """The configured datasets without results for `step` (its evaluation failed or was stopped, or eval keys
+    were added since)."""
+    path = results_path(run_dir, step)
+    done = read_json(path)[1] if path.is_file() else {}
+    return tuple({name: dataset for name, dataset in datasets.items()
+                  if not any(key.startswith(f"{kind}/{name}/") for key in done)}
+                 for kind, datasets in (("zeroshot", cfg.eval.zeroshot), ("retrieval", cfg.eval.retrieval)))
 
 
 @dataclass

@@ -34,7 +34,12 @@ class ImageTower(nn.Module):
             shape.update(reg_tokens=cfg.mixture_tokens, class_token=False, global_pool="")
         else:
             shape.update(global_pool=cfg.global_pool)
-        self.vit = timm.create_model(cfg.timm_name, pretrained=False, num_classes=0, **shape)
+        try:
+            self.vit = timm.create_model(cfg.timm_name, pretrained=False, num_classes=0, **shape)
+        except (AssertionError, ValueError, TypeError, RuntimeError) as e:
+            given = ", ".join(f"{k}={v!r}" for k, v in shape.items())
+            detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ValueError(f"timm cannot build {cfg.timm_name}({given}): {detail}") from None
         if output == "mixture_tokens" and self.vit.num_prefix_tokens != cfg.mixture_tokens:
             raise RuntimeError(f"timm model {cfg.timm_name} has {self.vit.num_prefix_tokens} prefix tokens, "
                                f"expected model.image.mixture_tokens={cfg.mixture_tokens}")

@@ -7,13 +7,15 @@ gets a gradient from every step (DDP never sees unused parameters):
   state [B, width_text]; the loss owns the cross-attention and the projections into embed_dim.
 The model satisfies the evaluators' protocol (DESIGN.md): encode_image, encode_text, logits, combine_templates.
 """
+import contextlib
 import inspect
+from typing import Iterator
 
 import torch
 from torch import nn
 
 import losses
-from contrastive.config import LossConfig, ModelConfig
+from contrastive.config import ConfigError, LossConfig, ModelConfig
 from contrastive.image_tower import ImageOutput, ImageTower
 from contrastive.text_tower import TextOutput, TextTower
 
@@ -67,11 +69,28 @@ def build_loss(loss_cfg: LossConfig, model_cfg: ModelConfig) -> nn.Module:
 
 
 def build_model(model_cfg: ModelConfig, loss_cfg: LossConfig, vocab_size: int, pad_id: int) -> ContrastiveModel:
-    loss = build_loss(loss_cfg, model_cfg)
-    if loss.scorer not in TOWER_OUTPUTS:
-        raise ValueError(f"loss {loss_cfg.name!r} has scorer {loss.scorer!r}; the model knows how to feed "
-                         f"{', '.join(TOWER_OUTPUTS)}")
+    """What a constructor refuses is a config error naming its section; built under `torch.device("meta")` this
+    is the pre-flight's model check (contrastive/preflight.py), at no cost for any width."""
+    with _refusals_name("loss"):
+        loss = build_loss(loss_cfg, model_cfg)
+        if loss.scorer not in TOWER_OUTPUTS:
+            raise ValueError(f"loss {loss_cfg.name!r} has scorer {loss.scorer!r}; the model knows how to feed "
+                             f"{', '.join(TOWER_OUTPUTS)}")
     image_output, text_output = TOWER_OUTPUTS[loss.scorer]
-    image_tower = ImageTower(model_cfg.image, model_cfg.embed_dim, output=image_output)
-    text_tower = TextTower(model_cfg.text, vocab_size, pad_id, model_cfg.embed_dim, output=text_output)
+    with _refusals_name("model.image"):
+        image_tower = ImageTower(model_cfg.image, model_cfg.embed_dim, output=image_output)
+    with _refusals_name("model.text"):
+        text_tower = TextTower(model_cfg.text, vocab_size, pad_id, model_cfg.embed_dim, output=text_output)
     return ContrastiveModel(image_tower, text_tower, loss)
+
+
+@contextlib.contextmanager
+def _refusals_name(section: str) -> Iterator[None]:
+    """timm asserts, torch raises RuntimeError for impossible shapes, our constructors raise ValueError."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except (ValueError, TypeError, RuntimeError, AssertionError, OverflowError) as e:
+        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigError(f"config error: {section}: {detail}") from None

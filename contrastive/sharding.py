@@ -33,6 +33,13 @@ def is_sharded(model: nn.Module) -> bool:
     return isinstance(model, FSDPModule)
 
 
+def check_strategy(strategy: str, accum_steps: int, world_size: int) -> None:
+    if strategy == "fsdp" and world_size > 1 and accum_steps > 1:
+        # The accumulation path averages plain gradients itself, which would mix different shards.
+        raise ConfigError(f"config error: train.accum_steps={accum_steps} is not supported with train.strategy=fsdp;"
+                          " use train.accum_steps=1 or train.strategy=ddp")
+
+
 def distribute(model: nn.Module, strategy: str, device: torch.device, accum_steps: int) -> nn.Module:
     """The module the step calls: DDP around the model, or the model itself sharded in place (FSDP).
     A single process gets the model unchanged under either strategy."""
@@ -40,10 +47,7 @@ def distribute(model: nn.Module, strategy: str, device: torch.device, accum_step
         return model
     if strategy == "ddp":
         return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if accum_steps > 1:
-        # The accumulation path averages plain gradients itself, which would mix different shards.
-        raise ConfigError(f"config error: train.accum_steps={accum_steps} is not supported with train.strategy=fsdp;"
-                          " use train.accum_steps=1 or train.strategy=ddp")
+    check_strategy(strategy, accum_steps, dist.get_world_size())
     for tower_blocks in (model.image_tower.vit.blocks, model.text_tower.blocks):
         for block in tower_blocks:
             fully_shard(block)

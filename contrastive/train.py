@@ -9,7 +9,7 @@ import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 import torch.distributed as dist
@@ -17,10 +17,12 @@ from contrastive import sharding, stopping
 from contrastive.checkpoint import CheckpointError, Checkpointer, load_checkpoint
 from contrastive.config import Config, ConfigError, diff, from_yaml_text, to_yaml
 from contrastive.distributed import DistEnv, all_gather_objects, barrier, init_distributed
-from contrastive.evaluate import evaluate_model, has_evaluators
+from contrastive.evaluate import (EvalDatasets, LoadedRun, evaluate_model, has_evaluators, load_model,
+                                  missing_evaluations)
 from contrastive.logger import TrainLogger, merge_counts
 from contrastive.model import ContrastiveModel, build_model
 from contrastive.optim import build_optimizer
+from contrastive.preflight import preflight, run_tokenizer, train_loader
 from contrastive.rng import rng_state, set_rng_state
 from contrastive.schedule import lr_at
 from contrastive.step import forward_backward
@@ -45,19 +47,25 @@ class TrainResult:
     stopped_by_signal: bool = False
 
 
-def train(cfg: Config, allow_config_change: bool = False) -> TrainResult:
-    env = init_distributed(cfg.train.device, cfg.train.collective_timeout_s)
+def train(cfg: Config, allow_config_change: bool = False, check_paths: bool = True) -> TrainResult:
     stopping.install_handlers()
+    env = init_distributed(cfg.train.device, cfg.train.collective_timeout_s)
     run_dir = Path(cfg.run_dir)
     checkpointer = Checkpointer(run_dir, keep=cfg.train.keep_checkpoints)
     resume_from = checkpointer.latest()
     if resume_from is not None:
         check_resume_config(run_dir, cfg, allow_config_change)
+    warnings = preflight(cfg, env.world_size, check_paths)  # before the run dir exists: a refused config leaves nothing
+    if env.is_main:
+        for warning in warnings:
+            print(warning, flush=True)
+    if resume_from is not None and checkpointer.step_of(resume_from) >= cfg.train.steps:
+        return _already_finished(cfg, env, resume_from)
     if env.is_main:
         prepare_run_dir(run_dir, cfg)
     barrier()
 
-    tokenizer = Tokenizer.from_file(str(run_dir / "tokenizer.json"), context_length=cfg.model.text.context_length)
+    tokenizer = run_tokenizer(cfg)
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
     model = build_model(cfg.model, cfg.loss, vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id).to(env.device)
     if cfg.train.grad_checkpointing:
@@ -68,7 +76,7 @@ def train(cfg: Config, allow_config_change: bool = False) -> TrainResult:
     # Before the optimizer is built: FSDP replaces the parameters with sharded ones.
     wrapped = sharding.distribute(model, cfg.train.strategy, env.device, cfg.train.accum_steps)
     optimizer = build_optimizer(model, cfg.optim)
-    loader = make_train_loader(cfg, tokenizer, env)
+    loader = train_loader(cfg, tokenizer, env.rank, env.world_size)
     torch.manual_seed(cfg.train.seed * 1_000_003 + env.rank)  # per-rank randomness (patch dropout)
 
     start_step = 0
@@ -76,8 +84,6 @@ def train(cfg: Config, allow_config_change: bool = False) -> TrainResult:
         start_step = restore(load_checkpoint(resume_from), model, optimizer, loader, env, resume_from)
         if env.is_main:
             print(f"resuming {run_dir} from {resume_from.name} (step {start_step})", flush=True)
-    if start_step >= cfg.train.steps:
-        return TrainResult(step=start_step, finished=True)
 
     autocast = _autocast(cfg.train.precision, env.device)
     logger = TrainLogger(run_dir, env.is_main, cfg.train.steps, cfg.train.batch_size)
@@ -135,44 +141,74 @@ def _loop(cfg: Config, env: DistEnv, model: ContrastiveModel, wrapped: torch.nn.
 
         if step % t.log_every == 0 or step == t.steps:
             logger.log(step, lr, merge_counts(all_gather_objects(loader.skipped())))
-        if cfg.eval.every_steps and step % cfg.eval.every_steps == 0 and step < t.steps:
-            _evaluate(cfg, env, model, tokenizer, logger, step)
+        if cfg.eval.every_steps and step % cfg.eval.every_steps == 0 and step < t.steps and not stop:
+            stop = _evaluate(cfg, env, _eval_model(cfg, env, model, tokenizer), tokenizer, logger, step)
         if step % t.checkpoint_every == 0 or step == t.steps or stop:
             saved = save(checkpointer, step, model, optimizer, loader, env, cfg, final=step == t.steps)
         if stop:
             if env.is_main:
-                print(f"stop requested: checkpoint written at step {step}, exiting" if saved else
-                      f"stop requested at step {step}, whose checkpoint failed; exiting, the run resumes from "
+                how = f"stop requested ({stopping.signal_name(stopping.stop_signal())})"
+                print(f"{how}: checkpoint written at step {step}, exiting; `contrastive train {cfg.run_dir}` "
+                      "resumes" if saved else
+                      f"{how} at step {step}, whose checkpoint failed; exiting, the run resumes from "
                       f"{checkpointer.latest()}", flush=True)
             return TrainResult(step=step, finished=False, stopped_by_signal=True)
-    if has_evaluators(cfg):
-        _evaluate(cfg, env, model, tokenizer, logger, step)
+    if has_evaluators(cfg) and _evaluate(cfg, env, _eval_model(cfg, env, model, tokenizer), tokenizer, logger, step):
+        return _stopped_in_final_evaluation(cfg, env, step)
     return TrainResult(step=step, finished=True)
 
 
-def _evaluate(cfg: Config, env: DistEnv, model: ContrastiveModel, tokenizer: Tokenizer, logger: TrainLogger,
-              step: int) -> None:
+def _eval_model(cfg: Config, env: DistEnv, model: ContrastiveModel, tokenizer: Tokenizer) -> ContrastiveModel:
+    """The model whole on rank 0 (FSDP gathers its shards there; DDP's model already is)."""
     build = lambda: build_model(cfg.model, cfg.loss, tokenizer.vocab_size, tokenizer.pad_id).to(env.device)  # noqa: E731
-    eval_model = sharding.unsharded_copy(model, build, env.is_main)
+    return sharding.unsharded_copy(model, build, env.is_main)
+
+
+def _evaluate(cfg: Config, env: DistEnv, model: Optional[ContrastiveModel], tokenizer: Tokenizer,
+              logger: TrainLogger, step: int, datasets: Optional[EvalDatasets] = None) -> bool:
+    """Rank 0 evaluates (the other ranks wait); a stop signal ends the evaluation at once, nothing half-written.
+    True, on every rank, if it was stopped."""
+    stopped = False
     if env.is_main:
-        metrics = evaluate_model(eval_model, tokenizer, cfg, env.device, step=step, run_dir=Path(cfg.run_dir))
-        logger.scalars(metrics, step)
-    barrier()
+        try:
+            with stopping.raising_on_stop():
+                logger.scalars(evaluate_model(model, tokenizer, cfg, env.device, step, Path(cfg.run_dir),
+                                              datasets=datasets), step)
+        except stopping.Stopped:
+            stopped = True
+    return bool(all_gather_objects(stopped)[0])
 
 
-def make_train_loader(cfg: Config, tokenizer: Tokenizer, env: DistEnv) -> StreamLoader:
-    if not cfg.data.shards:
-        raise ConfigError("config error: data.shards is empty; give the training shards, "
-                          "e.g. data.shards='/data/laion/{00000..09999}.tar'")
-    if cfg.train.batch_size % env.world_size:
-        raise ConfigError(f"config error: train.batch_size={cfg.train.batch_size} (global) is not divisible by "
-                          f"the world size {env.world_size}")
-    return StreamLoader(
-        list(cfg.data.shards), tokenizer, batch_size=cfg.train.batch_size // env.world_size,
-        image_size=cfg.model.image.image_size, weights=list(cfg.data.weights) or None, train=True,
-        crop_scale=tuple(cfg.data.crop_scale), shuffle_buffer=cfg.data.shuffle_buffer, seed=cfg.train.seed,
-        rank=env.rank, world_size=env.world_size, workers=cfg.data.workers,
-    )
+def _stopped_in_final_evaluation(cfg: Config, env: DistEnv, step: int) -> TrainResult:
+    if env.is_main:
+        print(f"stop requested ({stopping.signal_name(stopping.stop_signal())}) during the evaluation of step "
+              f"{step}: its checkpoint is complete, its results are not; `contrastive eval {cfg.run_dir}` or "
+              f"`contrastive train {cfg.run_dir}` finishes them", flush=True)
+    return TrainResult(step=step, finished=False, stopped_by_signal=True)
+
+
+def _already_finished(cfg: Config, env: DistEnv, checkpoint: Path) -> TrainResult:
+    """A finished run started again: its final evaluation is completed if it lacks any configured dataset
+    (it failed or was stopped, or eval keys were added), and nothing is trained."""
+    run_dir = Path(cfg.run_dir)
+    step = Checkpointer.step_of(checkpoint)
+    missing = missing_evaluations(cfg, run_dir, step)
+    if any(missing):
+        tokenizer = run_tokenizer(cfg)
+        model = load_model(LoadedRun(cfg, run_dir, tokenizer), checkpoint, env.device)[0] if env.is_main else None
+        logger = TrainLogger(run_dir, env.is_main, cfg.train.steps, cfg.train.batch_size)
+        try:
+            if env.is_main:
+                print(f"{run_dir} finished at step {step}; evaluating what its results lack: "
+                      f"{', '.join(name for datasets in missing for name in datasets)}", flush=True)
+            if _evaluate(cfg, env, model, tokenizer, logger, step, datasets=missing):
+                return _stopped_in_final_evaluation(cfg, env, step)
+        finally:
+            logger.close()
+    if env.is_main:
+        print(f"{run_dir} already finished at step {step}; pass train.steps=M with M > {step} to extend it",
+              flush=True)
+    return TrainResult(step=step, finished=True)
 
 
 def save(checkpointer: Checkpointer, step: int, model: ContrastiveModel, optimizer: torch.optim.Optimizer,
@@ -221,16 +257,13 @@ def restore(state: dict[str, Any], model: ContrastiveModel, optimizer: torch.opt
 
 
 def prepare_run_dir(run_dir: Path, cfg: Config) -> None:
-    """config.yaml (the resolved config) and a copy of the tokenizer: everything eval and resume need."""
+    """config.yaml (the resolved config) and a copy of the tokenizer (the pre-flight found it): everything eval and
+    resume need."""
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(run_dir / "config.yaml", to_yaml(cfg).encode())
     tokenizer_copy = run_dir / "tokenizer.json"
-    source = Path(cfg.data.tokenizer)
     if not tokenizer_copy.exists():
-        if not source.is_file():
-            raise ConfigError(f"config error: data.tokenizer={cfg.data.tokenizer!r} is not a file "
-                              "(train one with `contrastive data tokenizer`)")
-        atomic_write_bytes(tokenizer_copy, source.read_bytes())
+        atomic_write_bytes(tokenizer_copy, Path(cfg.data.tokenizer).read_bytes())
 
 
 def check_resume_config(run_dir: Path, cfg: Config, allow_config_change: bool) -> None:

@@ -7,6 +7,6 @@
 Depends only on the model protocol in eval/protocol.py, never on the rest of the repository.
 """
 from eval.errors import EvalError
-from eval.runner import evaluate
+from eval.runner import evaluate, open_datasets
 
-__all__ = ["EvalError", "evaluate"]
+__all__ = ["EvalError", "evaluate", "open_datasets"]

@@ -6,16 +6,28 @@ from typing import Mapping, Optional
 
 import torch
 
-from eval.classification_data import open_classification_set
+from eval.classification_data import ClassificationSet, open_classification_set
 from eval.errors import EvalError
 from eval.protocol import EvaluableModel, Tokenizer
 from eval.retrieval import evaluate_retrieval
-from eval.retrieval_data import open_retrieval_set
+from eval.retrieval_data import RetrievalSet, open_retrieval_set
 from eval.runtime import Runtime
 from eval.similarity import DEFAULT_BLOCK
 from eval.zeroshot import evaluate_zeroshot
 
 Datasets = Optional[Mapping[str, str | os.PathLike]]
+
+
+def open_datasets(zeroshot: Datasets = None, retrieval: Datasets = None, *, image_size: int,
+                  templates: str = "openai", split: str = "test") -> tuple[dict[str, ClassificationSet], dict[str, RetrievalSet]]:
+    """Every dataset opened and its layout checked at listing cost (no image is decoded): what `evaluate` runs
+    on, and a pre-flight's check that evaluation will not fail on a path after hours of training."""
+    zeroshot, retrieval = dict(zeroshot or {}), dict(retrieval or {})
+    for name in [*zeroshot, *retrieval]:
+        if not name or "/" in name:
+            raise EvalError(f"dataset name {name!r} must be non-empty and without '/' (it becomes part of a metric name)")
+    return ({name: open_classification_set(path, image_size, templates, split) for name, path in zeroshot.items()},
+            {name: open_retrieval_set(path, image_size, split) for name, path in retrieval.items()})
 
 
 def evaluate(model: EvaluableModel, tokenizer: Tokenizer, *, image_size: int, zeroshot: Datasets = None,
@@ -31,13 +43,8 @@ def evaluate(model: EvaluableModel, tokenizer: Tokenizer, *, image_size: int, ze
     Karpathy split and the shard folder; `block` is (images, texts) per `model.logits` call. The model is
     put in eval mode and given back in the mode it came in.
     """
-    zeroshot, retrieval = dict(zeroshot or {}), dict(retrieval or {})
-    for name in [*zeroshot, *retrieval]:
-        if not name or "/" in name:
-            raise EvalError(f"dataset name {name!r} must be non-empty and without '/' (it becomes part of a metric name)")
-    classification_sets = {name: open_classification_set(path, image_size, templates, split)
-                           for name, path in zeroshot.items()}
-    retrieval_sets = {name: open_retrieval_set(path, image_size, split) for name, path in retrieval.items()}
+    classification_sets, retrieval_sets = open_datasets(zeroshot, retrieval, image_size=image_size,
+                                                         templates=templates, split=split)
     runtime = Runtime(torch.device(device), batch_size, workers, autocast_dtype, progress)
     metrics: dict[str, float] = {}
     was_training = getattr(model, "training", False)

@@ -22,10 +22,12 @@ from typing import Any, Iterator, Sequence
 import submitit
 from submitit.core.utils import UncompletedJobError
 
+from contrastive.commands.train import add_check_flags
 from contrastive.config import Config, ConfigError, load_config, to_yaml
 from contrastive.stopping import request_stop
 from data.atomic import atomic_write_bytes
 from slurm import launch, run_state, sweep
+from slurm.fit import fit_to_target
 from slurm.job import TrainJob
 from slurm.manifest import Manifest, SweepPoint
 from slurm.resources import Resources
@@ -64,6 +66,7 @@ def _add_common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--local", action="store_true",
                         help="run on this machine with submitit's local executor instead of Slurm")
     parser.add_argument("--wait", action="store_true", help="wait for the jobs and print how each ended")
+    add_check_flags(parser, "the jobs")
 
 
 def run_training(cfg: Config, allow_config_change: bool) -> Any:
@@ -91,7 +94,7 @@ def submit_train(args: argparse.Namespace) -> int:
                           "the overrides; give the sweep's directory as run_dir=PATH instead")
     points = sweep.points(axes) if axes else [[]]
     cfgs = [load_config(args.config, [*args.overrides, *point]) for point in points]
-    resources = _common_resources(cfgs, points)
+    resources = fit_to_target(_common_resources(cfgs, points), local=args.local)
 
     sweep_dir = None
     new_dirs: list[Path] = []
@@ -105,8 +108,18 @@ def submit_train(args: argparse.Namespace) -> int:
         cfgs = [dataclasses.replace(cfg, run_dir=str(sweep_dir / sweep.point_name(point)))
                 for cfg, point in zip(cfgs, points)]
     new_dirs += [Path(cfg.run_dir) for cfg in cfgs if not Path(cfg.run_dir).exists()]
+    from contrastive.preflight import preflight
+
+    # Every run checked as its job will check it, before anything is submitted or a run dir is made.
+    warnings = [w for cfg in cfgs for w in preflight(cfg, resources.world_size, args.check_paths)]
+    for warning in dict.fromkeys(warnings):
+        print(warning)
     with _removed_on_error(new_dirs):
         todo = [(cfg, point) for cfg, point in zip(cfgs, points) if _check_run_dir(cfg, resources, args)]
+        if args.check:
+            print(f"check passed: {len(todo)} run(s) to submit at world size {resources.world_size}"
+                  f"{' (local)' if args.local else ''}; nothing submitted")
+            return 0
         if not todo:
             return 0
         jobs = launch.submit(
@@ -148,8 +161,17 @@ def submit_eval(args: argparse.Namespace) -> int:
         run_dirs += [run_dir] * len(found)
     cfgs = {run_dir: load_config(str(run_dir / "config.yaml"), overrides) for run_dir in run_dirs}
     train_resources = resources_of(cfgs[run_dirs[0]])
-    resources = dataclasses.replace(train_resources, nodes=1, tasks_per_node=1,
-                                    gpus_per_node=min(1, train_resources.gpus_per_node))
+    resources = fit_to_target(dataclasses.replace(train_resources, nodes=1, tasks_per_node=1,
+                                                  gpus_per_node=min(1, train_resources.gpus_per_node)),
+                              local=args.local)
+    if args.check_paths:
+        from contrastive.preflight import check_eval_datasets
+
+        for cfg in cfgs.values():
+            check_eval_datasets(cfg)
+    if args.check:
+        print(f"check passed: {len(checkpoints)} evaluation(s) to submit; nothing submitted")
+        return 0
     jobs = launch.submit([functools.partial(run_evaluation, str(c), overrides) for c in checkpoints],
                          [run_dir / "slurm" for run_dir in run_dirs], resources, local=args.local, job_name="eval")
     for job, checkpoint in zip(jobs, checkpoints):

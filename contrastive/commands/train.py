@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from contrastive.config import load_config
+from contrastive.preflight import PATH_CHECK_OPT_OUT
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -17,7 +19,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "directory resumes that run with its saved config")
     p.add_argument("--allow-config-change", action="store_true",
                    help="resume even if the config differs from the one saved in run_dir")
+    add_check_flags(p, "train")
     p.set_defaults(run=run)
+
+
+def add_check_flags(p: argparse.ArgumentParser, what: str) -> None:
+    """The pre-flight's flags (contrastive/preflight.py), for `train` and `submit`."""
+    p.add_argument("--check", action="store_true",
+                   help=f"run the whole pre-flight (config, model, shards, eval datasets) and exit 0 or 2 without "
+                        f"running anything: what {what} would refuse, found at once")
+    p.add_argument(PATH_CHECK_OPT_OUT, dest="check_paths", action="store_false",
+                   help="do not open data and eval paths (they exist only on the compute nodes)")
 
 
 def config_from_args(config: str | None, overrides: list[str]):
@@ -29,7 +41,21 @@ def config_from_args(config: str | None, overrides: list[str]):
 
 
 def run(args: argparse.Namespace) -> int:
-    from contrastive.train import train
+    from contrastive import stopping
+    from contrastive.train import check_resume_config, train
 
-    result = train(config_from_args(args.config, args.overrides), allow_config_change=args.allow_config_change)
-    return 0 if result.finished or result.stopped_by_signal else 1
+    cfg = config_from_args(args.config, args.overrides)
+    if args.check:
+        from contrastive.preflight import preflight
+
+        check_resume_config(Path(cfg.run_dir), cfg, args.allow_config_change)
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        for warning in preflight(cfg, world_size, args.check_paths):
+            print(warning)
+        print(f"check passed: {cfg.run_dir} at world size {world_size}"
+              f"{'' if args.check_paths else f' (paths not opened: {PATH_CHECK_OPT_OUT})'}")
+        return 0
+    result = train(cfg, allow_config_change=args.allow_config_change, check_paths=args.check_paths)
+    if result.stopped_by_signal:
+        return stopping.exit_code_for(stopping.stop_signal())
+    return 0 if result.finished else 1

@@ -95,7 +95,7 @@ def test_bad_samples_and_a_truncated_shard_are_counted_exactly_and_no_good_sampl
 
     seen: list[str] = []
     loaders = []
-    make_loader = train_module.make_train_loader
+    make_loader = train_module.train_loader
 
     def recording_loader(*args, **kwargs):
         loader = make_loader(*args, **kwargs)
@@ -110,7 +110,7 @@ def test_bad_samples_and_a_truncated_shard_are_counted_exactly_and_no_good_sampl
         loaders.append(loader)
         return loader
 
-    monkeypatch.setattr(train_module, "make_train_loader", recording_loader)
+    monkeypatch.setattr(train_module, "train_loader", recording_loader)
     assert train(cfg).finished
 
     expected = {**injected, "unreadable_shard": 1}

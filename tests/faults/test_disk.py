@@ -86,6 +86,7 @@ def test_with_continue_a_stop_whose_checkpoint_failed_says_so(tmp_path, monkeypa
     assert cli.main(["train", *overrides]) == 0
     checkpoints = Checkpointer(run_dir)
     out = capsys.readouterr().out
-    resumes = f"stop requested at step 3, whose checkpoint failed; exiting, the run resumes from {checkpoints.path(2)}"
+    resumes = (f"stop requested (SIGTERM) at step 3, whose checkpoint failed; exiting, the run resumes from "
+               f"{checkpoints.path(2)}")
     assert resumes in out
     assert "checkpoint written" not in out and checkpoints.steps() == [2]
