@@ -6,14 +6,19 @@ class) whose captions come from templates (`a photo of a {}.`, one caption line 
 Each image is decoded before it is written; a record with a missing file, a corrupt image, a
 missing, empty or non-UTF-8 caption is skipped, counted, and listed in OUT/skipped.jsonl.
 A sample's key is its record's index in the source, so keys are unique and map back to it.
+
+OUT/skipped.jsonl is written last, so OUT with shards but without it is a convert that was stopped (or
+failed) before it finished. Convert never adds to shards already in OUT, nor resumes: that is only exact
+with the same source and options, which it cannot check. It refuses, with the command that clears OUT.
 """
 from __future__ import annotations
 
 import csv
 import io
 import json
-import multiprocessing
 import os
+import re
+import shlex
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
@@ -28,11 +33,15 @@ from data.errors import DataError
 from data.patterns import expand_patterns
 from data.shards import ShardWriter, sample_key
 from data.validate import LABELS, MALFORMED_RECORD, MISSING_FILE, BadSample, caption_lines, load_image
+from data.workers import ordered_map
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 FORMATS = {"jpg": "JPEG", "png": "PNG", "webp": "WEBP"}  # shard extension -> PIL format
 JPEG_QUALITY = 95
 DEFAULT_TEMPLATE = "a photo of a {}."
+SKIPPED_LIST = "skipped.jsonl"
+# What convert writes into OUT: shards, the skipped list, and their temp files (data.atomic.AtomicFile)
+OWN_FILE = re.compile(r"(shard-\d{6}\.tar|skipped\.jsonl)|\.(shard-\d{6}\.tar|skipped\.jsonl)\.\w+\.tmp")
 
 
 @dataclass
@@ -202,14 +211,21 @@ def convert(records: Iterable[SourceRecord], out_dir: str | os.PathLike, options
         raise DataError(f"image format {options.image_format!r} is not one of {', '.join(FORMATS)}")
     if options.resize_longer is not None and options.resize_longer < 1:
         raise DataError(f"--resize-longer must be positive, got {options.resize_longer}")
-    if out_dir.is_dir() and any(out_dir.glob("shard-*.tar")):
-        raise DataError(f"{out_dir} already holds shards; convert into an empty directory")
+    shards = _shards(out_dir)
+    if shards and (out_dir / SKIPPED_LIST).exists():
+        raise DataError(f"{out_dir} already holds shards: a finished convert ({_count(len(shards), 'shard')}, "
+                        f"{SKIPPED_LIST}); convert into another directory, or remove them first with "
+                        f"`{_cleanup_command(out_dir)}`")
+    if shards:
+        raise DataError(f"{out_dir} already holds shards: {len(shards)} of a convert that did not finish "
+                        f"(no {SKIPPED_LIST}); convert does not resume or add to them: remove them with "
+                        f"`{_cleanup_command(out_dir)}` and run it again")
     skipped: Counter[str] = Counter()
     skipped_lines: list[str] = []
     records_seen = 0
     work = partial(process_record, options)
     with ShardWriter(out_dir, max_samples=max_samples_per_shard, max_bytes=max_shard_bytes) as writer, \
-            _mapper(workers) as mapper:
+            ordered_map(workers) as mapper:
         results = mapper(work, enumerate(records))
         for index, record, outcome in tqdm(results, desc="convert", unit="img",
                                            disable=None if progress is None else not progress):
@@ -223,27 +239,35 @@ def convert(records: Iterable[SourceRecord], out_dir: str | os.PathLike, options
                 writer.write(sample_key(index), outcome)
     if records_seen == 0:
         raise DataError("the source holds no records")
-    skipped_list = out_dir / "skipped.jsonl"
+    skipped_list = out_dir / SKIPPED_LIST
     atomic_write_text(skipped_list, "".join(f"{line}\n" for line in skipped_lines))
     return ConvertReport(records_seen, writer.samples_written, writer.shards, dict(skipped), skipped_list)
 
 
-class _mapper:
-    """`map` in this process (workers <= 1) or an ordered `Pool.imap` over `workers` processes.
+def describe_stopped(out_dir: str | os.PathLike) -> str:
+    """What a stopped convert left in `out_dir` and what to do next, for the one line the command prints."""
+    out_dir = Path(out_dir)
+    shards = _shards(out_dir)
+    if (out_dir / SKIPPED_LIST).exists():
+        return f"the convert had finished: {out_dir} holds its {_count(len(shards), 'shard')} and {SKIPPED_LIST}"
+    if not shards:
+        return f"no shard was complete, {out_dir} holds none; run the same command again to convert from the start"
+    return (f"{out_dir} holds the first {_count(len(shards), 'complete shard')} and no {SKIPPED_LIST}; convert "
+            f"does not resume: run `{_cleanup_command(out_dir)}`, then the same command again")
 
-    Spawned, not forked: a fork copies locks other threads hold (torch's pools, a tensorboard writer) and the
-    children can deadlock on them."""
 
-    def __init__(self, workers: int):
-        self.pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
-    def __call__(self, fn, items):
-        return self.pool.imap(fn, items, chunksize=16) if self.pool is not None else map(fn, items)
 
-    def __enter__(self) -> "_mapper":
-        return self
+def _shards(out_dir: Path) -> list[Path]:
+    return sorted(out_dir.glob("shard-*.tar")) if out_dir.is_dir() else []
 
-    def __exit__(self, *exc) -> None:
-        if self.pool is not None:
-            self.pool.terminate()
-            self.pool.join()
+
+def _cleanup_command(out_dir: Path) -> str:
+    """`rm -r OUT` when OUT holds only what convert writes; otherwise remove just that, keeping the rest."""
+    quoted = shlex.quote(str(out_dir))
+    if all(OWN_FILE.fullmatch(p.name) for p in out_dir.iterdir()):
+        return f"rm -r {quoted}"
+    skipped = f" {shlex.quote(str(out_dir / SKIPPED_LIST))}" if (out_dir / SKIPPED_LIST).exists() else ""
+    return f"rm {quoted}/shard-*.tar{skipped}"

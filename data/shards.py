@@ -91,9 +91,13 @@ class ShardWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             self.close()
-        elif self._tar is not None and self._file is not None:
-            self._tar.close()
+            return
+        if self._file is not None:
             self._file.discard()
+        # An exception raised while a shard was being opened (a stop signal can land anywhere) may leave its
+        # temp file unrecorded in self._file; it is the only one this writer can have made, so find it by name.
+        for tmp in self.out_dir.glob(f".{shard_name(len(self.shards))}.*.tmp"):
+            tmp.unlink(missing_ok=True)
 
     def _open_shard(self) -> None:
         self._file = AtomicFile(self.out_dir / shard_name(len(self.shards)))

@@ -11,7 +11,9 @@
 Every sample is a pure function of (seed, split, index): each split draws from its own seed
 stream, so the evaluation sets are held out from training, and the same seed gives
 byte-identical files. OUT is built beside itself (`OUT.partial`) and moved into place when
-complete; an existing synth output at OUT is replaced, anything else there is left alone.
+complete; an existing synth output at OUT is replaced, anything else there is left alone. A stopped
+run leaves OUT as it was and its unfinished `OUT.partial` (stopped in the renames that replace OUT:
+`OUT.old` too); the next run deletes both first.
 """
 from __future__ import annotations
 
@@ -28,8 +30,8 @@ from typing import Optional
 from tqdm import tqdm
 
 from data.atomic import atomic_write_text
-from data.captions import (ATTRIBUTE_TEMPLATES, RELATION_TEMPLATES, attribute_captions, attribute_class,
-                           relation_captions, relation_class)
+from data.captions import (ATTRIBUTE_TEMPLATES, RELATION_TEMPLATES, attribute_captions, relation_captions,
+                           relation_class)
 from data.errors import DataError
 from data.scenes import BACKGROUNDS, COLOURS, RELATIONS, SHAPES, SIZES, Scene, random_scene, render
 from data.shards import ShardWriter, sample_key, shard_name
@@ -172,24 +174,47 @@ def _replaceable(out: Path) -> bool:
         return True
     if not out.is_dir():
         return False
-    if not any(out.iterdir()):
-        return True
+    return not any(out.iterdir()) or _is_synth_output(out)
+
+
+def _is_synth_output(out: Path) -> bool:
     try:
         return json.loads((out / "info.json").read_text()).get("generator") == GENERATOR
     except (OSError, ValueError):
         return False
 
 
+def _partial(out: Path) -> Path:
+    return out.with_name(out.name + ".partial")
+
+
+def _old(out: Path) -> Path:
+    return out.with_name(out.name + ".old")
+
+
 def _move_into_place(partial: Path, out: Path) -> None:
     os.sync()  # the rename below must not publish files whose data is not yet on disk
     if out.exists():
-        old = out.with_name(out.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out, old)
+        os.replace(out, _old(out))
         os.replace(partial, out)
-        shutil.rmtree(old)
+        shutil.rmtree(_old(out))
     else:
         os.replace(partial, out)
+
+
+def describe_stopped(out: str | os.PathLike) -> str:
+    """What a stopped synth left at `out` and what to do next, for the one line the command prints."""
+    out = Path(out)
+    if _old(out).exists():
+        left = " and ".join(p.name for p in (_partial(out), _old(out)) if p.exists())
+        return (f"the stop came as {out} was being replaced; running the same command again deletes {left} and "
+                f"builds {out} from the start")
+    if _partial(out).exists():
+        return (f"{out} is as it was; the unfinished build in {_partial(out)} is deleted when you run the same "
+                f"command again, which builds {out} from the start")
+    if _is_synth_output(out):
+        return f"{out} holds a complete synth output; nothing is left to clean up"
+    return f"nothing was written to {out}; run the same command again to build it"
 
 
 def synthesize(out: str | os.PathLike, seed: int = 0, train_samples: int = 8000, samples_per_shard: int = 1000,
@@ -205,8 +230,9 @@ def synthesize(out: str | os.PathLike, seed: int = 0, train_samples: int = 8000,
     if not _replaceable(out):
         raise DataError(f"{out} exists and is not an earlier synth output (no info.json from {GENERATOR}); "
                         f"choose a new directory")
-    partial = out.with_name(out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
+    partial = _partial(out)
+    for leftover in (partial, _old(out)):  # of a run that was stopped or killed
+        shutil.rmtree(leftover, ignore_errors=True)
     partial.mkdir(parents=True)
 
     all_captions: list[str] = []

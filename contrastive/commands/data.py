@@ -4,9 +4,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from contrastive.stopping import Stopped, raising_on_stop
 from data.convert import DEFAULT_TEMPLATE, FORMATS, ConvertOptions, convert, imagefolder_records, table_records
+from data.convert import describe_stopped as convert_stopped
 from data.errors import DataError
 from data.inspect import format_report, inspect_shards
+from data.synth import describe_stopped as synth_stopped
 from data.synth import synthesize
 from data.tokenizer import Tokenizer, captions_from_files, train_bpe
 
@@ -64,9 +67,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    info = synthesize(args.out, seed=args.seed, train_samples=args.train_samples,
-                      samples_per_shard=args.samples_per_shard, image_size=args.image_size,
-                      images_per_class=args.images_per_class, retrieval_images=args.retrieval_images)
+    try:
+        with raising_on_stop():
+            info = synthesize(args.out, seed=args.seed, train_samples=args.train_samples,
+                              samples_per_shard=args.samples_per_shard, image_size=args.image_size,
+                              images_per_class=args.images_per_class, retrieval_images=args.retrieval_images)
+    except Stopped as e:
+        raise Stopped(e.signum, synth_stopped(args.out)) from None
     evals = ", ".join(f"{name} {item['images']}" for name, item in info["eval"].items())
     print(f"wrote {args.out}: {info['train']['samples']} training samples in {info['train']['shards']} shards "
           f"({args.out}/{info['train']['pattern']}); eval images: {evals}; tokenizer {args.out}/tokenizer.json")
@@ -80,9 +87,13 @@ def _convert(args: argparse.Namespace) -> int:
         raise DataError(f"--captions-template applies to ImageFolder sources only; {args.src} is not a directory")
     else:
         records = table_records([args.src], args.image_column, args.caption_column)
-    report = convert(records, args.out, ConvertOptions(args.resize_longer, args.format),
-                     max_samples_per_shard=args.max_samples_per_shard, max_shard_bytes=args.max_shard_bytes,
-                     workers=args.workers)
+    try:
+        with raising_on_stop():
+            report = convert(records, args.out, ConvertOptions(args.resize_longer, args.format),
+                             max_samples_per_shard=args.max_samples_per_shard,
+                             max_shard_bytes=args.max_shard_bytes, workers=args.workers)
+    except Stopped as e:
+        raise Stopped(e.signum, convert_stopped(args.out)) from None
     print(report.summary())
     return 0
 

@@ -1,12 +1,14 @@
 import csv
 import io
 import json
+import os
+import re
 import tarfile
 
 import pytest
 from PIL import Image
 
-from data.convert import ConvertOptions, convert, imagefolder_records, table_records
+from data.convert import ConvertOptions, convert, describe_stopped, imagefolder_records, table_records
 from data.errors import DataError
 
 
@@ -133,8 +135,48 @@ def test_patterns_and_columns_that_match_nothing_are_errors(tmp_path):
         list(imagefolder_records(tmp_path, ["a photo"]))
 
 
-def test_refuses_to_mix_with_existing_shards(tmp_path):
+def test_refuses_to_mix_with_existing_shards_and_names_the_clean_up(tmp_path):
     _png(tmp_path / "src" / "c" / "a.png")
-    convert(imagefolder_records(tmp_path / "src"), tmp_path / "out")
-    with pytest.raises(DataError, match="already holds shards"):
-        convert(imagefolder_records(tmp_path / "src"), tmp_path / "out")
+    out = tmp_path / "out"
+    convert(imagefolder_records(tmp_path / "src"), out)
+    with pytest.raises(DataError, match=re.escape(f"{out} already holds shards: a finished convert (1 shard, "
+                                                  f"skipped.jsonl); convert into another directory, or remove them "
+                                                  f"first with `rm -r {out}`")):
+        convert(imagefolder_records(tmp_path / "src"), out)
+    (out / "skipped.jsonl").unlink()  # as a convert that was stopped leaves it
+    (out / ".shard-000001.tar.k2j4_x9a.tmp").write_bytes(b"")  # and one killed while writing
+    with pytest.raises(DataError, match=re.escape(f"{out} already holds shards: 1 of a convert that did not finish "
+                                                  f"(no skipped.jsonl); convert does not resume or add to them: "
+                                                  f"remove them with `rm -r {out}` and run it again")):
+        convert(imagefolder_records(tmp_path / "src"), out)
+    (out / "notes.txt").write_text("not convert's")
+    with pytest.raises(DataError, match=re.escape(f"remove them with `rm {out}/shard-*.tar` and run it again")):
+        convert(imagefolder_records(tmp_path / "src"), out)
+    (out / "skipped.jsonl").write_text("")
+    with pytest.raises(DataError, match=re.escape(f"remove them first with `rm {out}/shard-*.tar "
+                                                  f"{out}/skipped.jsonl`")):
+        convert(imagefolder_records(tmp_path / "src"), out)
+
+
+def test_describes_what_a_stop_left(tmp_path):
+    out = tmp_path / "out"
+    assert describe_stopped(out) == f"no shard was complete, {out} holds none; run the same command again to convert " \
+                                    "from the start"
+    _png(tmp_path / "src" / "c" / "a.png")
+    convert(imagefolder_records(tmp_path / "src"), out)
+    assert describe_stopped(out) == f"the convert had finished: {out} holds its 1 shard and skipped.jsonl"
+    (out / "skipped.jsonl").unlink()
+    assert describe_stopped(out) == (f"{out} holds the first 1 complete shard and no skipped.jsonl; convert does not "
+                                     f"resume: run `rm -r {out}`, then the same command again")
+
+
+def test_workers_give_the_same_shards_as_one_process(tmp_path):
+    src = tmp_path / "src"
+    for i in range(50):  # several chunks per worker, and a bad record among them
+        _png(src / f"c{i % 3}" / f"{i:02d}.png", colour=(i * 5, 0, 0))
+    (src / "c1" / "bad.png").write_bytes(b"not a png")
+    one = convert(imagefolder_records(src), tmp_path / "one", max_samples_per_shard=7)
+    three = convert(imagefolder_records(src), tmp_path / "three", max_samples_per_shard=7, workers=3)
+    assert (three.samples, three.skipped) == (one.samples, one.skipped) == (50, {"corrupt image": 1})
+    assert [p.read_bytes() for p in three.shards] == [p.read_bytes() for p in one.shards]
+    assert (tmp_path / "three" / "skipped.jsonl").read_text() == (tmp_path / "one" / "skipped.jsonl").read_text()

@@ -1,5 +1,4 @@
 import random
-import shutil
 from pathlib import Path
 
 import pytest

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from data.errors import DataError
-from data.synth import synthesize
+from data.synth import describe_stopped, synthesize
 from data.tokenizer import Tokenizer
 
 SMALL = dict(train_samples=30, samples_per_shard=12, image_size=32, images_per_class=1, retrieval_images=6)
@@ -107,3 +107,26 @@ def test_replaces_its_own_output_but_not_other_directories(demo, tmp_path):
     with pytest.raises(DataError, match="mine exists and is not an earlier synth output"):
         synthesize(tmp_path / "mine", progress=False, **SMALL)
     assert (tmp_path / "mine" / "thesis.tex").read_text() == "precious"
+
+
+def test_describes_what_a_stop_left(tmp_path):
+    out = tmp_path / "d"
+    assert describe_stopped(out) == f"nothing was written to {out}; run the same command again to build it"
+    (tmp_path / "d.partial").mkdir()
+    assert describe_stopped(out).startswith(f"{out} is as it was; the unfinished build in {tmp_path / 'd.partial'} "
+                                            "is deleted when you run the same command again")
+    (tmp_path / "d.old").mkdir()
+    assert describe_stopped(out) == (f"the stop came as {out} was being replaced; running the same command again "
+                                     f"deletes d.partial and d.old and builds {out} from the start")
+    synthesize(out, progress=False, **SMALL)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
+    assert describe_stopped(out) == f"{out} holds a complete synth output; nothing is left to clean up"
+
+
+def test_a_rerun_deletes_what_a_killed_run_left(tmp_path):
+    out = tmp_path / "d"
+    for leftover in ("d.partial", "d.old"):  # killed while building; killed between the two renames of the swap
+        (tmp_path / leftover / "train").mkdir(parents=True)
+        (tmp_path / leftover / "train" / "shard-000000.tar").write_bytes(b"cut")
+    synthesize(out, progress=False, **SMALL)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
