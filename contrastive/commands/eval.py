@@ -23,8 +23,9 @@ def run(args: argparse.Namespace) -> int:
         with raising_on_stop():
             results = evaluate_checkpoint(args.path, args.overrides, all_checkpoints=args.all)
     except Stopped as e:
-        raise Stopped(e.signum, "the checkpoints evaluated before the stop have their results in RUN_DIR/eval/, "
-                                f"no half-written file is left; rerun `contrastive eval {args.path}` to finish") from None
+        kept = ("the checkpoints evaluated before the stop have their results in RUN_DIR/eval/, no half-written file "
+                f"is left; rerun `contrastive eval {args.path}` to finish")
+        raise Stopped(e.signum, kept) from None
     for result in results:
         step = result.pop("step")
         print(f"step {step}")

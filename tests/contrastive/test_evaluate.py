@@ -4,7 +4,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from contrastive.checkpoint import Checkpointer
 from contrastive.cli import main

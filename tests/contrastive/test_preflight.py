@@ -127,7 +127,8 @@ def test_a_finished_run_started_again_evaluates_what_it_lacks_then_says_how_to_e
 
     # Nothing lacking: nothing evaluated, nothing trained.
     assert cli.main(["train", str(run_dir), *both]) == 0
-    assert capsys.readouterr().out == f"{run_dir} already finished at step 2; pass train.steps=M with M > 2 to extend it\n"
+    finished = f"{run_dir} already finished at step 2; pass train.steps=M with M > 2 to extend it\n"
+    assert capsys.readouterr().out == finished
 
 
 def test_eval_merges_into_the_step_results(tiny_data, tmp_path, capsys):

@@ -8,7 +8,6 @@ import tarfile
 from collections import Counter
 from pathlib import Path
 
-import pytest
 from PIL import Image
 
 from contrastive import train as train_module
