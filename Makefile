@@ -36,11 +36,12 @@ faults: $(STAMP)
 	CONTRASTIVE_ALL_FAULTS=1 $(BIN)/python -m pytest tests/faults
 
 # Benchmarks print tables of figures measured side by side in one run; docs/benchmarks.md records them.
-bench: $(STAMP)
+bench: $(STAMP) demo-data
 	$(BIN)/python -m data.benchmark
 	$(BIN)/python -m losses.benchmark --quick
 	$(BIN)/python -m eval.benchmark --quick
 	$(BIN)/python -m contrastive.benchmark
+	$(BIN)/python benchmarks/stop_latency.py -c demo
 
 # Side by side with OpenCLIP (docs/benchmarks.md): a second venv holds the peer, a benchmark-only dependency that
 # the project never imports (nor does the peer venv hold the project: OpenCLIP pins an older webdataset); both
