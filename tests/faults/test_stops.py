@@ -20,7 +20,8 @@ from contrastive.checkpoint import Checkpointer, load_checkpoint
 from contrastive.config import load_config
 from contrastive.train import train
 from data.synth import synthesize
-from tests.faults.runs import run_training, signal_ranks_in_one_group, tiny_run_overrides
+from tests.faults.runs import (assert_same_weights, final_weights, run_training, signal_ranks_in_one_group,
+                               tiny_run_overrides)
 from tests.faults.test_kill import assert_same_run
 from tests.multiprocess import free_port
 
@@ -76,10 +77,13 @@ def test_signals_to_the_group_or_the_main_process_stop_with_workers_running_and_
     assert_same_run(straight, run_dir, STEPS)
 
 
-def test_two_ranks_signalled_as_one_group_stop_after_the_same_step_and_resume_to_the_end(tmp_path, figures):
+@pytest.mark.parametrize("compared", [False, pytest.param(True, marks=pytest.mark.all_faults)],
+                         ids=["resumed", "resumed-equals-uninterrupted"])
+def test_two_ranks_signalled_as_one_group_stop_after_the_same_step_and_resume_to_the_end(tmp_path, compared,
+                                                                                          figures):
+    ddp = ("data.workers=1", f"train.steps={STEPS}", "train.checkpoint_every=100")
     run_dir = tmp_path / "ddp"
-    overrides = tiny_run_overrides(tmp_path, run_dir, "data.workers=1", f"train.steps={STEPS}",
-                                   "train.checkpoint_every=100")
+    overrides = tiny_run_overrides(tmp_path, run_dir, *ddp)
     ranks = signal_ranks_in_one_group(overrides, 2, signal_at_step=3, signal_to_send=signal.SIGTERM)
     step = stopped_at(ranks[0].output, "SIGTERM")
     assert "Traceback" not in ranks[1].output, ranks[1].output
@@ -89,6 +93,11 @@ def test_two_ranks_signalled_as_one_group_stop_after_the_same_step_and_resume_to
     ranks = signal_ranks_in_one_group(overrides, 2, signal_at_step=STEPS + 1, signal_to_send=signal.SIGTERM)
     assert f"resuming {run_dir} from step_{step:06d}.pt" in ranks[0].output, ranks[0].output
     assert Checkpointer(run_dir).latest().name == f"step_{STEPS:06d}.pt"
+    if compared:  # gloo's reductions are deterministic at a fixed world size (docs/reliability.md)
+        straight = tmp_path / "straight"
+        signal_ranks_in_one_group(tiny_run_overrides(tmp_path, straight, *ddp), 2, signal_at_step=STEPS + 1,
+                                  signal_to_send=signal.SIGTERM)
+        assert_same_weights(final_weights(straight), final_weights(run_dir), atol=1e-6)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.all_faults)])
