@@ -20,6 +20,7 @@ demo-data: $(DEMO_DATA)/.complete
 
 $(DEMO_DATA)/.complete: | $(STAMP)
 	$(BIN)/contrastive data synth $(DEMO_DATA)
+	$(BIN)/contrastive data inspect $(DEMO_DATA)/train
 	touch $@
 
 # Trains the tiny CLIP (a finished run is not retrained: `rm -rf runs/demo` to start over), then prints

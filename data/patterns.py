@@ -2,10 +2,10 @@
 
     expand_patterns(["d/shard-{000000..000007}.tar", "e/*.tar", "pipe:curl -s URL/{0..9}.tar"])
 
-Each pattern is brace-expanded; an item with glob characters matches files (sorted), any other
-item must be an existing file, and with `allow_pipe` a `pipe:CMD` item is kept as given (read
-from CMD's stdout by data.shards.read_shard). A pattern that matches nothing, or whose brace list
-names files that do not exist, is a DataError naming the pattern.
+Each pattern is brace-expanded; an item with glob characters matches files (sorted), a folder stands
+for the .tar shards in it (sorted), any other item must be an existing file, and with `allow_pipe` a
+`pipe:CMD` item is kept as given (read from CMD's stdout by data.shards.read_shard). A pattern that
+matches nothing, or whose brace list names files that do not exist, is a DataError naming the pattern.
 """
 from __future__ import annotations
 
@@ -35,6 +35,11 @@ def expand_patterns(patterns: Sequence[str], *, noun: str = "pattern", allow_pip
                 matched.append(item)
             elif glob.has_magic(item):
                 matched += sorted(glob.glob(item))
+            elif os.path.isdir(item):  # a folder of shards, as `data convert` writes one
+                shards = sorted(glob.glob(os.path.join(glob.escape(item), "*.tar")))
+                if not shards:
+                    raise DataError(f"{noun} {pattern!r}: folder {item} holds no .tar shards")
+                matched += shards
             elif os.path.isfile(item):
                 matched.append(item)
             else:

@@ -54,15 +54,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     tok = commands.add_parser("tokenizer", help="train a byte-level BPE tokenizer on captions",
                               description="Train a byte-level BPE on the captions of shards (*.tar) or text files "
                                           "(one caption per line) and save it as a tokenizer.json.")
-    tok.add_argument("sources", nargs="+", metavar="SOURCE", help="brace/glob patterns of shards or text files")
-    tok.add_argument("--out", required=True, metavar="PATH", help="tokenizer.json to write")
+    tok.add_argument("sources", nargs="+", metavar="SOURCE",
+                     help="brace/glob patterns of shards or text files, or folders of shards")
+    tok.add_argument("out", metavar="OUT", help="tokenizer.json to write")
     tok.add_argument("--vocab-size", type=int, default=8192)
     tok.set_defaults(run=_tokenizer)
 
     insp = commands.add_parser("inspect", help="count samples, check images and captions in shards",
                                description="Sample and shard counts, member extensions, image sizes, caption "
                                            "lengths and bad samples by reason.")
-    insp.add_argument("shards", nargs="+", metavar="SHARDS", help="brace/glob patterns, e.g. 'd/shard-{000000..000007}.tar'")
+    insp.add_argument("shards", nargs="+", metavar="SHARDS",
+                      help="brace/glob patterns or folders, e.g. 'd/shard-{000000..000007}.tar' or d/")
     insp.set_defaults(run=_inspect)
 
 

@@ -54,10 +54,10 @@ def test_convert_inspect_and_tokenizer_commands(tmp_path, capsys):
     assert "converted 3 of 4 records into 2 shards" in capsys.readouterr().out
     with tarfile.open(tmp_path / "out" / "shard-000001.tar") as tar:
         assert tar.extractfile("000000002.txt").read() == b"a red circle\none red circle"
-    assert main(["data", "inspect", str(tmp_path / "out" / "shard-*.tar")]) == 0
-    assert "3 (3 good, 0 bad)" in capsys.readouterr().out
-    assert main(["data", "tokenizer", str(tmp_path / "out" / "*.tar"), "--out", str(tmp_path / "tok.json"),
-                 "--vocab-size", "300"]) == 0
+    for shards in (str(tmp_path / "out" / "shard-*.tar"), str(tmp_path / "out")):  # a pattern, or convert's folder
+        assert main(["data", "inspect", shards]) == 0
+        assert "3 (3 good, 0 bad)" in capsys.readouterr().out
+    assert main(["data", "tokenizer", str(tmp_path / "out"), str(tmp_path / "tok.json"), "--vocab-size", "300"]) == 0
     assert "tok.json" in capsys.readouterr().out and (tmp_path / "tok.json").is_file()
 
 

@@ -29,3 +29,13 @@ def test_errors_name_the_pattern_and_what_it_is_for(tmp_path: Path):
         expand_patterns(["pipe:cat t.csv"], noun="table pattern", allow_pipe=False)
     with pytest.raises(DataError, match="no pattern given"):
         expand_patterns([])
+
+
+def test_a_folder_stands_for_its_shards(tmp_path: Path):
+    write_dataset(tmp_path, num_shards=3, per_shard=1)
+    (tmp_path / "notes.txt").write_text("not a shard")
+    assert expand_patterns([str(tmp_path)]) == expand_patterns([str(tmp_path / "shard-*.tar")])
+    assert expand_patterns([f"{tmp_path}/"]) == expand_patterns([str(tmp_path / "shard-*.tar")])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"shard pattern '.*empty': folder .*empty holds no \.tar shards"):
+        expand_patterns([str(tmp_path / "empty")], noun="shard pattern")
