@@ -22,8 +22,9 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from data.decode import ImageTransform
 from data.errors import DataError
 from data.patterns import expand_patterns
+from data.plural import count
 from data.slot import Batch, SlotBatcher, SlotState, Tokenizer, initial_slot_state
-from data.workers import ignore_stop_signals
+from data.workers import stop_immune_worker_init
 
 __all__ = ["Batch", "StreamLoader"]
 
@@ -89,9 +90,9 @@ class StreamLoader:
         for i, urls in enumerate(self.sources):
             if len(urls) < self.num_slots:
                 what = f"shard pattern {shards[i]!r}" if weights is not None else f"shard patterns {list(shards)}"
-                raise DataError(f"{what}: {len(urls)} shard(s) for {world_size} rank(s) x {self.slots_per_rank} "
-                                f"worker slot(s) = {self.num_slots} slots; each slot needs its own shard. Write "
-                                f"more, smaller shards or use fewer workers.")
+                raise DataError(f"{what}: {count(len(urls), 'shard')} for {count(world_size, 'rank')} x "
+                                f"{count(self.slots_per_rank, 'worker slot')} = {count(self.num_slots, 'slot')}; "
+                                f"each slot needs its own shard. Write more, smaller shards or use fewer workers.")
         self._slot_states = [initial_slot_state(len(self.sources)) for _ in range(self.slots_per_rank)]
         self._next_slot = 0
         self._iterator_generation = 0
@@ -110,7 +111,7 @@ class StreamLoader:
             os.environ["TOKENIZERS_PARALLELISM"] = "false"
         loader = DataLoader(dataset, batch_size=None, num_workers=self.workers,
                             pin_memory=torch.cuda.is_available(), prefetch_factor=2 if self.workers else None,
-                            persistent_workers=self.workers > 0, worker_init_fn=ignore_stop_signals,
+                            persistent_workers=self.workers > 0, worker_init_fn=stop_immune_worker_init(),
                             generator=torch.Generator().manual_seed(self.seed))  # leaves the global RNG alone
         for local_slot, state, batch in loader:
             if generation != self._iterator_generation:
@@ -132,8 +133,8 @@ class StreamLoader:
         """Continue from a state_dict() of the same rank, world size and worker count (call before iter())."""
         if state.get("format") != STATE_FORMAT:
             raise DataError(f"data stream state has format {state.get('format')!r}, this code reads {STATE_FORMAT}")
-        saved = f"{state['world_size']} rank(s) x {max(state['workers'], 1)} worker slot(s)"
-        now = f"{self.world_size} rank(s) x {self.slots_per_rank}"
+        saved = f"{count(state['world_size'], 'rank')} x {count(max(state['workers'], 1), 'worker slot')}"
+        now = f"{count(self.world_size, 'rank')} x {self.slots_per_rank}"
         if state["world_size"] != self.world_size or max(state["workers"], 1) != self.slots_per_rank:
             raise DataError(f"cannot resume the data stream: it was saved with {saved} (world_size="
                             f"{state['world_size']}, workers={state['workers']}), this run has {now} (world_size="
@@ -155,6 +156,6 @@ class StreamLoader:
         """Samples skipped so far by reason (plus unreadable_shard events), up to the last batch handed out."""
         total: dict[str, int] = {}
         for state in self._slot_states:
-            for reason, count in state["skipped"].items():
-                total[reason] = total.get(reason, 0) + count
+            for reason, n in state["skipped"].items():
+                total[reason] = total.get(reason, 0) + n
         return total

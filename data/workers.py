@@ -12,7 +12,9 @@ exits on its own (torch's worker watchdog; an `ordered_map` worker reads EOF fro
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 import itertools
 import multiprocessing
 import signal
@@ -28,9 +30,24 @@ CHUNK = 16  # items per message to a worker of ordered_map
 
 
 def ignore_stop_signals(*_: object) -> None:
-    """A DataLoader `worker_init_fn` (it gets the worker id) and a Pool `initializer` (it gets nothing)."""
+    """Run in a worker (it may get its worker id): the stop signals are ignored from then on."""
     for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
+
+
+def stop_immune_worker_init() -> Callable[[int], None]:
+    """The `worker_init_fn` for a DataLoader, called in the parent as the loader is made. Workers that ignore
+    SIGTERM cannot be ended with it: multiprocessing ends the daemonic children still alive at exit (an iterator
+    an exception kept referenced) with SIGTERM and then waits for them, forever. So at exit, before it, this
+    process kills them."""
+    _kill_daemonic_children_at_exit()
+    return ignore_stop_signals
+
+
+@functools.cache
+def _kill_daemonic_children_at_exit() -> None:
+    # Registered after multiprocessing's own exit handler (torch imported multiprocessing), so it runs first.
+    atexit.register(lambda: [child.kill() for child in multiprocessing.active_children() if child.daemon])
 
 
 @contextlib.contextmanager

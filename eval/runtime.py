@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from data.workers import ignore_stop_signals
+from data.workers import stop_immune_worker_init
 from eval.loading import collate
 from eval.protocol import EvaluableModel, Tokenizer
 
@@ -31,7 +31,7 @@ class Runtime:
 
     def loader(self, dataset: Dataset) -> DataLoader:
         return DataLoader(dataset, batch_size=self.batch_size, num_workers=self.workers, collate_fn=collate,
-                          pin_memory=self.device.type == "cuda", worker_init_fn=ignore_stop_signals)
+                          pin_memory=self.device.type == "cuda", worker_init_fn=stop_immune_worker_init())
 
     def bar(self, items: Iterable[T], desc: str, total: Optional[int] = None, unit: str = "batch") -> Iterable[T]:
         return tqdm(items, desc=desc, total=total, unit=unit, disable=not self.progress, leave=False)
