@@ -43,6 +43,7 @@ bench: $(STAMP) demo-data
 	$(BIN)/python -m eval.benchmark --quick
 	$(BIN)/python -m contrastive.benchmark
 	$(BIN)/python benchmarks/stop_latency.py -c demo
+	$(BIN)/python benchmarks/startup.py
 
 # Side by side with OpenCLIP (docs/benchmarks.md): a second venv holds the peer, a benchmark-only dependency that
 # the project never imports (nor does the peer venv hold the project: OpenCLIP pins an older webdataset); both

@@ -13,13 +13,10 @@ from typing import Any
 
 import torch
 
+from contrastive.errors import CheckpointError
 from data.atomic import AtomicFile, atomic_write_bytes
 
 STEP_FILE = re.compile(r"^step_(\d{6,})\.pt$")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that is missing, corrupt or from another run, named in the message."""
 
 
 class Checkpointer:

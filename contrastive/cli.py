@@ -1,9 +1,15 @@
-"""`contrastive COMMAND ...`: one entry point; each command lives in contrastive/commands/."""
+"""`contrastive COMMAND ...`: one entry point; each command lives in contrastive/commands/.
+
+The command modules import only what parsing needs (each command imports torch, timm, the evaluators when it
+runs), so help and usage errors print at once. Flags go before, between or after positional arguments at every
+level (`contrastive eval RUN_DIR --all key=value`).
+"""
 from __future__ import annotations
 
 import argparse
 import sys
 from types import ModuleType
+from typing import Sequence
 
 from contrastive.commands import data as data_command
 from contrastive.commands import eval as eval_command
@@ -16,8 +22,28 @@ from contrastive.stopping import Stopped
 COMMANDS: list[ModuleType] = [train_command, eval_command, submit_command, report_command, data_command]
 
 
+class IntermixedParser(argparse.ArgumentParser):
+    """A parser with subcommands finds its subcommand as argparse does; one without them (a command's own
+    arguments) parses them intermixed, which argparse refuses on a parser with subcommands. Subcommand parsers
+    are made of their parent's class, so this holds at every level."""
+
+    _intermixing = False
+
+    def parse_known_args(self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+                         ) -> tuple[argparse.Namespace, list[str]]:
+        # `_subparsers` is set by add_subparsers. parse_known_intermixed_args parses in two passes, each through
+        # parse_known_args: those take argparse's plain path.
+        if self._subparsers is not None or self._intermixing:
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = IntermixedParser(
         prog="contrastive",
         description="Contrastive image-text pretraining (CLIP, SigLIP, Llip): data, training, evaluation, Slurm.",
     )

@@ -20,15 +20,16 @@ from typing import Iterator
 import torch
 
 from contrastive.config import Config, ConfigError
+from contrastive.flags import PATH_CHECK_OPT_OUT
 from contrastive.model import build_model
 from contrastive.sharding import check_strategy
 from data.errors import DataError
 from data.loader import StreamLoader
+from data.plural import count
 from data.tokenizer import Tokenizer
 from eval import open_datasets
 from eval.errors import EvalError
 
-PATH_CHECK_OPT_OUT = "--no-path-check"  # the command-line flag that skips the path checks
 # Stands in for the tokenizer when paths are not checked: CLIP's vocabulary, padded with id 0.
 UNCHECKED_VOCAB = 49408
 
@@ -41,7 +42,8 @@ def preflight(cfg: Config, world_size: int, check_paths: bool = True) -> list[st
     local_batch = cfg.train.batch_size // world_size
     if local_batch % cfg.train.accum_steps:
         raise ConfigError(f"config error: train.accum_steps={cfg.train.accum_steps} does not divide the local batch "
-                          f"of {local_batch} (train.batch_size={cfg.train.batch_size} over {world_size} ranks)")
+                          f"of {local_batch} (train.batch_size={cfg.train.batch_size} over "
+                          f"{count(world_size, 'rank')})")
     check_strategy(cfg.train.strategy, cfg.train.accum_steps, world_size)
     tokenizer = run_tokenizer(cfg) if check_paths else None
     with torch.device("meta"):

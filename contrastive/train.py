@@ -14,12 +14,13 @@ from typing import Any, Optional
 import torch
 import torch.distributed as dist
 from contrastive import sharding, stopping
-from contrastive.checkpoint import CheckpointError, Checkpointer, load_checkpoint
+from contrastive.checkpoint import Checkpointer, load_checkpoint
 from contrastive.config import Config, ConfigError, diff, from_yaml_text, to_yaml
 from contrastive.distributed import DistEnv, all_gather_objects, barrier, init_distributed
+from contrastive.errors import CheckpointError, TrainingDiverged
 from contrastive.evaluate import (EvalDatasets, LoadedRun, evaluate_model, has_evaluators, load_model,
-                                  missing_evaluations)
-from contrastive.logger import TrainLogger, merge_counts
+                                  missing_evaluations, results_path)
+from contrastive.logger import EARLY_LINES, TrainLogger, merge_counts, start_banner
 from contrastive.model import ContrastiveModel, build_model
 from contrastive.optim import build_optimizer
 from contrastive.preflight import preflight, run_tokenizer, train_loader
@@ -29,15 +30,12 @@ from contrastive.step import forward_backward
 from data.atomic import atomic_write_bytes
 from data.loader import StreamLoader
 from data.tokenizer import Tokenizer
+from eval.results import headline, metric_lines
 
 # Keys that may change between a run and its resumption: they change how it is run, not what it computes.
 RESUMABLE_CHANGES = ("train.steps", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
                      "train.max_bad_steps", "train.compile", "train.grad_checkpointing", "train.device",
                      "train.on_checkpoint_error", "train.collective_timeout_s", "eval.", "slurm.")
-
-
-class TrainingDiverged(RuntimeError):
-    pass
 
 
 @dataclass
@@ -84,6 +82,8 @@ def train(cfg: Config, allow_config_change: bool = False, check_paths: bool = Tr
         start_step = restore(load_checkpoint(resume_from), model, optimizer, loader, env, resume_from)
         if env.is_main:
             print(f"resuming {run_dir} from {resume_from.name} (step {start_step})", flush=True)
+    if env.is_main:
+        print(start_banner(cfg, env, model, sum(map(len, loader.sources)), start_step), flush=True)
 
     autocast = _autocast(cfg.train.precision, env.device)
     logger = TrainLogger(run_dir, env.is_main, cfg.train.steps, cfg.train.batch_size)
@@ -141,6 +141,8 @@ def _loop(cfg: Config, env: DistEnv, model: ContrastiveModel, wrapped: torch.nn.
 
         if step % t.log_every == 0 or step == t.steps:
             logger.log(step, lr, merge_counts(all_gather_objects(loader.skipped())))
+        elif step - start_step in EARLY_LINES:
+            logger.show(step, lr)
         if cfg.eval.every_steps and step % cfg.eval.every_steps == 0 and step < t.steps and not stop:
             stop = _evaluate(cfg, env, _eval_model(cfg, env, model, tokenizer), tokenizer, logger, step)
         if step % t.checkpoint_every == 0 or step == t.steps or stop:
@@ -155,6 +157,8 @@ def _loop(cfg: Config, env: DistEnv, model: ContrastiveModel, wrapped: torch.nn.
             return TrainResult(step=step, finished=False, stopped_by_signal=True)
     if has_evaluators(cfg) and _evaluate(cfg, env, _eval_model(cfg, env, model, tokenizer), tokenizer, logger, step):
         return _stopped_in_final_evaluation(cfg, env, step)
+    if env.is_main:
+        print(f"training finished at step {step}: {checkpointer.path(step)}", flush=True)
     return TrainResult(step=step, finished=True)
 
 
@@ -172,8 +176,11 @@ def _evaluate(cfg: Config, env: DistEnv, model: Optional[ContrastiveModel], toke
     if env.is_main:
         try:
             with stopping.raising_on_stop():
-                logger.scalars(evaluate_model(model, tokenizer, cfg, env.device, step, Path(cfg.run_dir),
-                                              datasets=datasets), step)
+                metrics = evaluate_model(model, tokenizer, cfg, env.device, step, Path(cfg.run_dir),
+                                         datasets=datasets)
+            logger.scalars(metrics, step)
+            print("\n".join([f"evaluation at step {step}: {results_path(Path(cfg.run_dir), step)}",
+                              *metric_lines(headline(metrics))]), flush=True)
         except stopping.Stopped:
             stopped = True
     return bool(all_gather_objects(stopped)[0])

@@ -26,11 +26,12 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Sequence, Union
 
 from PIL import Image
-from tqdm import tqdm
 
 from data.atomic import atomic_write_text
 from data.errors import DataError
 from data.patterns import expand_patterns
+from data.plural import count
+from data.progress import bar
 from data.shards import ShardWriter, sample_key
 from data.validate import LABELS, MALFORMED_RECORD, MISSING_FILE, BadSample, caption_lines, load_image
 from data.workers import ordered_map
@@ -68,7 +69,7 @@ class ConvertReport:
     skipped_list: Path
 
     def summary(self) -> str:
-        line = f"converted {self.samples} of {self.records} records into {len(self.shards)} shards"
+        line = f"converted {self.samples} of {count(self.records, 'record')} into {count(len(self.shards), 'shard')}"
         if self.shards:
             line += f" in {self.shards[0].parent}"
         if self.skipped:
@@ -205,7 +206,8 @@ def process_record(options: ConvertOptions, item: tuple[int, SourceRecord]) -> t
 
 def convert(records: Iterable[SourceRecord], out_dir: str | os.PathLike, options: ConvertOptions = ConvertOptions(),
             max_samples_per_shard: int = 1000, max_shard_bytes: Optional[int] = None, workers: int = 1,
-            progress: Optional[bool] = None) -> ConvertReport:
+            progress: Optional[bool] = None, total: Optional[int] = None) -> ConvertReport:
+    """`records` into shards in `out_dir`; `total`, the number of records if known, gives the progress bar its ETA."""
     out_dir = Path(out_dir)
     if options.image_format is not None and options.image_format not in FORMATS:
         raise DataError(f"image format {options.image_format!r} is not one of {', '.join(FORMATS)}")
@@ -213,12 +215,12 @@ def convert(records: Iterable[SourceRecord], out_dir: str | os.PathLike, options
         raise DataError(f"--resize-longer must be positive, got {options.resize_longer}")
     shards = _shards(out_dir)
     if shards and (out_dir / SKIPPED_LIST).exists():
-        raise DataError(f"{out_dir} already holds shards: a finished convert ({_count(len(shards), 'shard')}, "
+        raise DataError(f"{out_dir} already holds shards: a finished convert ({count(len(shards), 'shard')}, "
                         f"{SKIPPED_LIST}); convert into another directory, or remove them first with "
                         f"`{_cleanup_command(out_dir)}`")
     if shards:
-        raise DataError(f"{out_dir} already holds shards: {len(shards)} of a convert that did not finish "
-                        f"(no {SKIPPED_LIST}); convert does not resume or add to them: remove them with "
+        raise DataError(f"{out_dir} already holds shards: {count(len(shards), 'shard')} of a convert that did not "
+                        f"finish (no {SKIPPED_LIST}); convert does not resume or add to them: remove them with "
                         f"`{_cleanup_command(out_dir)}` and run it again")
     skipped: Counter[str] = Counter()
     skipped_lines: list[str] = []
@@ -227,8 +229,7 @@ def convert(records: Iterable[SourceRecord], out_dir: str | os.PathLike, options
     with ShardWriter(out_dir, max_samples=max_samples_per_shard, max_bytes=max_shard_bytes) as writer, \
             ordered_map(workers) as mapper:
         results = mapper(work, enumerate(records))
-        for index, record, outcome in tqdm(results, desc="convert", unit="img",
-                                           disable=None if progress is None else not progress):
+        for index, record, outcome in bar(results, desc="convert", total=total, progress=progress):
             records_seen += 1
             if isinstance(outcome, str):
                 reason = outcome.split(":")[0]
@@ -249,15 +250,11 @@ def describe_stopped(out_dir: str | os.PathLike) -> str:
     out_dir = Path(out_dir)
     shards = _shards(out_dir)
     if (out_dir / SKIPPED_LIST).exists():
-        return f"the convert had finished: {out_dir} holds its {_count(len(shards), 'shard')} and {SKIPPED_LIST}"
+        return f"the convert had finished: {out_dir} holds its {count(len(shards), 'shard')} and {SKIPPED_LIST}"
     if not shards:
         return f"no shard was complete, {out_dir} holds none; run the same command again to convert from the start"
-    return (f"{out_dir} holds the first {_count(len(shards), 'complete shard')} and no {SKIPPED_LIST}; convert "
+    return (f"{out_dir} holds the first {count(len(shards), 'complete shard')} and no {SKIPPED_LIST}; convert "
             f"does not resume: run `{_cleanup_command(out_dir)}`, then the same command again")
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _shards(out_dir: Path) -> list[Path]:

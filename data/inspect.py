@@ -14,10 +14,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
-from tqdm import tqdm
-
 from data.errors import ShardReadError
 from data.patterns import expand_patterns
+from data.progress import ShardProgress
 from data.shards import read_shard
 from data.validate import DUPLICATE_KEY, TRUNCATED_TAR, BadSample, image_and_captions, label, load_image
 
@@ -73,29 +72,32 @@ def inspect_shards(patterns: Sequence[str], progress: bool | None = None) -> Ins
         if len(examples) < MAX_EXAMPLES:
             examples.append(f"{shard} {key}: {label(reason)}" + (f" ({detail})" if detail else ""))
 
-    for shard in tqdm(shards, desc="inspect", unit="shard", disable=None if progress is None else not progress):
-        try:
-            for sample in read_shard(shard):
-                samples += 1
-                members["+".join(sorted(sample.members))] += 1
-                if len(first_keys) < 5:
-                    first_keys.append(sample.key)
-                if sample.key in keys:
-                    reject(shard, sample.key, DUPLICATE_KEY)
-                    continue
-                keys.add(sample.key)
-                try:
-                    image_data, captions = image_and_captions(sample.members)
-                    image = load_image(image_data)
-                except BadSample as e:
-                    reject(shard, sample.key, e.reason)
-                    continue
-                widths.append(image.width)
-                heights.append(image.height)
-                lines.append(len(captions))
-                chars += [len(c) for c in captions]
-        except ShardReadError as e:
-            reject(shard, "-", TRUNCATED_TAR, str(e))
+    with ShardProgress(len(shards), "inspect", progress) as bar:
+        for shard in shards:
+            try:
+                for sample in read_shard(shard):
+                    samples += 1
+                    bar.sample()
+                    members["+".join(sorted(sample.members))] += 1
+                    if len(first_keys) < 5:
+                        first_keys.append(sample.key)
+                    if sample.key in keys:
+                        reject(shard, sample.key, DUPLICATE_KEY)
+                        continue
+                    keys.add(sample.key)
+                    try:
+                        image_data, captions = image_and_captions(sample.members)
+                        image = load_image(image_data)
+                    except BadSample as e:
+                        reject(shard, sample.key, e.reason)
+                        continue
+                    widths.append(image.width)
+                    heights.append(image.height)
+                    lines.append(len(captions))
+                    chars += [len(c) for c in captions]
+            except ShardReadError as e:
+                reject(shard, "-", TRUNCATED_TAR, str(e))
+            bar.shard_done()
     return InspectReport(
         shards=len(shards), samples=samples, good=len(widths), members=dict(members), first_keys=first_keys,
         image_width=Summary.of(widths), image_height=Summary.of(heights), caption_chars=Summary.of(chars),

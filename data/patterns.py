@@ -16,6 +16,7 @@ from typing import Sequence
 import braceexpand
 
 from data.errors import DataError
+from data.plural import count
 
 PIPE_PREFIX = "pipe:"
 
@@ -47,6 +48,6 @@ def expand_patterns(patterns: Sequence[str], *, noun: str = "pattern", allow_pip
         if not matched:
             raise DataError(f"{noun} {pattern!r} matches no file")
         if missing:
-            raise DataError(f"{noun} {pattern!r}: {len(missing)} file(s) do not exist, first {missing[0]}")
+            raise DataError(f"{noun} {pattern!r}: {count(len(missing), 'file')} missing, first {missing[0]}")
         urls += matched
     return urls

@@ -12,6 +12,7 @@ import random
 from typing import Callable, Iterator
 
 from data.errors import DataError, ShardReadError
+from data.plural import count
 from data.seeding import derive_seed
 from data.shards import RawSample, read_shard
 
@@ -77,8 +78,8 @@ class SourceStream:
             for read in range(position):
                 if next(self._samples, None) is None:
                     raise DataError(f"cannot resume source {self.source} at epoch {epoch}, sample {position}: slot "
-                                    f"{self.slot}'s shards hold only {read} samples in that epoch; did the shards "
-                                    f"change since the checkpoint? ({', '.join(self._epoch_urls)})")
+                                    f"{self.slot}'s shards hold only {count(read, 'sample')} in that epoch; did the "
+                                    f"shards change since the checkpoint? ({', '.join(self._epoch_urls)})")
         finally:
             self._replaying = False
         self.position = position

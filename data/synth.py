@@ -27,12 +27,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
-from tqdm import tqdm
-
 from data.atomic import atomic_write_text
 from data.captions import (ATTRIBUTE_TEMPLATES, RELATION_TEMPLATES, attribute_captions, relation_captions,
                            relation_class)
 from data.errors import DataError
+from data.plural import count
+from data.progress import bar
 from data.scenes import BACKGROUNDS, COLOURS, RELATIONS, SHAPES, SIZES, Scene, random_scene, render
 from data.shards import ShardWriter, sample_key, shard_name
 from data.tokenizer import train_bpe
@@ -46,11 +46,6 @@ ZEROSHOT_RELATIONS = ("left of", "above")  # with every ordered shape pair, each
 
 def _rng(seed: int, split: str, index: int) -> random.Random:
     return random.Random(f"{seed}/{split}/{index}")  # str seeds hash with SHA-512: stable across runs
-
-
-def _no_bar(progress: Optional[bool]) -> Optional[bool]:
-    """tqdm's `disable`: None hides the bar when stderr is not a terminal."""
-    return None if progress is None else not progress
 
 
 def _png(scene: Scene, image_size: int) -> bytes:
@@ -122,8 +117,8 @@ def _write_zeroshot(out: Path, split: str, seed: int, images_per_class: int, ima
     templates = RELATION_TEMPLATES if is_relation else ATTRIBUTE_TEMPLATES
     for folder, _, _ in classes:
         (out / folder).mkdir(parents=True)
-    count = images_per_class * len(classes)
-    for index in tqdm(range(count), desc=split, disable=_no_bar(progress)):
+    images = images_per_class * len(classes)
+    for index in bar(range(images), desc=split, progress=progress, unit="image"):
         folder, _, spec = classes[index % len(classes)]
         rng = _rng(seed, split, index)
         if is_relation:
@@ -147,7 +142,7 @@ def _write_retrieval(out: Path, split: str, seed: int, num_images: int, image_si
     """images/*.png + Karpathy-style dataset.json (split "test"); returns all captions."""
     (out / "images").mkdir(parents=True)
     images, all_captions = [], []
-    for index in tqdm(range(num_images), desc=split, disable=_no_bar(progress)):
+    for index in bar(range(num_images), desc=split, progress=progress, unit="image"):
         rng = _rng(seed, split, index)
         if split == "retrieval_relations":
             scene = random_scene(rng, 2, relation=rng.choice(RELATIONS))
@@ -238,7 +233,7 @@ def synthesize(out: str | os.PathLike, seed: int = 0, train_samples: int = 8000,
     all_captions: list[str] = []
     caption_lines = {"attribute": 0, "relation": 0}
     with ShardWriter(partial / "train", max_samples=samples_per_shard) as writer:
-        for index in tqdm(range(train_samples), desc="train", disable=_no_bar(progress)):
+        for index in bar(range(train_samples), desc="train", progress=progress):
             sample = train_sample(seed, index, image_size)
             writer.write(sample.key, sample.members)
             all_captions += sample.attribute_captions + sample.relation_captions
@@ -289,7 +284,7 @@ def _readme(info: dict) -> str:
         f"colours {', '.join(vocabulary['colours'])}; sizes {', '.join(vocabulary['sizes'])}; "
         f"backgrounds {', '.join(vocabulary['backgrounds'])}.",
         "",
-        f"- `train/`: {train['samples']} samples in {train['shards']} shards (`{train['pattern']}`), "
+        f"- `train/`: {count(train['samples'], 'sample')} in {count(train['shards'], 'shard')} (`{train['pattern']}`), "
         f"{train['captions_per_image']} caption lines per image in KEY.txt: "
         f"{train['caption_lines']['attribute']} attribute captions, {train['caption_lines']['relation']} relation "
         "captions (two-object images); KEY.json holds the scene (objects, positions, background).",

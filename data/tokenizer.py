@@ -27,6 +27,7 @@ from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
 from data.atomic import atomic_write_text
 from data.errors import DataError
 from data.patterns import expand_patterns
+from data.progress import ShardProgress
 from data.shards import read_shard
 from data.validate import BadSample, caption_lines, sample_captions
 
@@ -145,16 +146,22 @@ def train_bpe(texts: Iterable[str], vocab_size: int, out_path: str | os.PathLike
     return out_path
 
 
-def captions_from_files(patterns: Sequence[str]) -> Iterator[str]:
+def captions_from_files(patterns: Sequence[str], progress: Optional[bool] = None) -> Iterator[str]:
     """Caption lines of shards (`*.tar`: every sample's captions, as the loader reads them) and text files
-    (one per line). Unusable captions (empty, not UTF-8) are left out: training text, not a validation pass."""
-    for path in map(Path, expand_patterns(patterns, allow_pipe=False)):
-        if path.suffix == ".tar":
-            for sample in read_shard(path):
-                yield from _usable(sample_captions, sample.members)
-        else:
-            for line in path.read_text(encoding="utf-8", errors="surrogateescape").splitlines():
-                yield from _usable(caption_lines, line)
+    (one per line, each a sample on the progress bar). Unusable captions (empty, not UTF-8) are left out:
+    training text, not a validation pass."""
+    paths = list(map(Path, expand_patterns(patterns, allow_pipe=False)))
+    with ShardProgress(len(paths), "tokenizer: reading", progress, noun="file") as bar:
+        for path in paths:
+            if path.suffix == ".tar":
+                for sample in read_shard(path):
+                    bar.sample()
+                    yield from _usable(sample_captions, sample.members)
+            else:
+                for line in path.read_text(encoding="utf-8", errors="surrogateescape").splitlines():
+                    bar.sample()
+                    yield from _usable(caption_lines, line)
+            bar.shard_done()
 
 
 def _usable(captions_of: Callable[[T], list[str]], source: T) -> list[str]:

@@ -14,7 +14,7 @@ import io
 import json
 from typing import Optional
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from data.shards import IMAGE_EXTENSIONS, find_image
 
@@ -61,7 +61,15 @@ def load_image(data: bytes, draft_short_side: Optional[int] = None) -> Image.Ima
         image.load()
         return image
     except Exception as e:  # PIL raises many types on corrupt data (OSError, SyntaxError, struct.error, ...)
-        raise BadSample(CORRUPT_IMAGE, f"{type(e).__name__}: {e}") from None
+        raise BadSample(CORRUPT_IMAGE, image_error(e)) from None
+
+
+def image_error(e: Exception) -> str:
+    """What PIL says about undecodable bytes, without the `<_io.BytesIO object at 0x...>` it names them by (the
+    message that carries this names the shard and key instead)."""
+    if isinstance(e, UnidentifiedImageError):
+        return "not in an image format PIL can read"
+    return f"{type(e).__name__}: {e}"
 
 
 def caption_lines(text: Optional[str], where: str = "caption") -> list[str]:

@@ -6,7 +6,20 @@
 
 Depends only on the model protocol in eval/protocol.py, never on the rest of the repository.
 """
+from __future__ import annotations
+
+from typing import Any
+
 from eval.errors import EvalError
-from eval.runner import evaluate, open_datasets
 
 __all__ = ["EvalError", "evaluate", "open_datasets"]
+
+
+def __getattr__(name: str) -> Any:
+    # `evaluate` and `open_datasets` import torchvision and torchmetrics on first use, not with the package: the
+    # light modules (eval.results, eval.errors) are read by commands that must start at once.
+    if name in ("evaluate", "open_datasets"):
+        from eval import runner
+
+        return getattr(runner, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import InterpolationMode, v2
 
+from data.validate import image_error
 from eval.errors import EvalError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -30,7 +31,7 @@ def decode(source: Path | bytes, name: str) -> Image.Image:
         with Image.open(source if isinstance(source, Path) else io.BytesIO(source)) as image:
             return image.convert("RGB")
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:  # PIL raises all of these
-        raise EvalError(f"cannot decode image {name}: {e}") from None
+        raise EvalError(f"cannot decode image {name}: {image_error(e)}") from None
 
 
 def is_image_file(name: str) -> bool:

@@ -14,6 +14,7 @@ import tarfile
 from pathlib import Path
 from typing import Iterator, Optional
 
+from data.plural import count
 from eval.errors import EvalError
 
 _KEY_AND_FIELD = re.compile(r"^((?:.*/|)[^./]+)\.([^/]+)$")
@@ -30,7 +31,8 @@ def find_shards(root: Path, split: str) -> Optional[list[Path]]:
         shards = [split_dir / f"{i}.tar" for i in range(int(text))]
         missing = [s for s in shards if not s.is_file()]
         if missing:
-            raise EvalError(f"{count_file} says {text} shards but {len(missing)} are missing, e.g. {missing[0]}")
+            raise EvalError(f"{count_file} says {count(len(shards), 'shard')} but {len(missing)} missing, e.g. "
+                            f"{missing[0]}")
         return shards
     for folder in (split_dir, root):
         shards = sorted(folder.glob("*.tar")) if folder.is_dir() else []

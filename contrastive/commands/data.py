@@ -1,7 +1,12 @@
-"""`contrastive data {synth,convert,tokenizer,inspect}`: make, convert and check datasets."""
+"""`contrastive data {synth,convert,tokenizer,inspect}`: make, convert and check datasets.
+
+data.synth and data.tokenizer (which import torch) are imported by the commands that run them, not to parse.
+"""
 from __future__ import annotations
 
 import argparse
+import functools
+import sys
 from pathlib import Path
 
 from contrastive.stopping import Stopped, raising_on_stop
@@ -9,9 +14,7 @@ from data.convert import DEFAULT_TEMPLATE, FORMATS, ConvertOptions, convert, ima
 from data.convert import describe_stopped as convert_stopped
 from data.errors import DataError
 from data.inspect import format_report, inspect_shards
-from data.synth import describe_stopped as synth_stopped
-from data.synth import synthesize
-from data.tokenizer import Tokenizer, captions_from_files, train_bpe
+from data.plural import count
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -69,6 +72,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _synth(args: argparse.Namespace) -> int:
+    from data.synth import describe_stopped as synth_stopped
+    from data.synth import synthesize
+
     try:
         with raising_on_stop():
             info = synthesize(args.out, seed=args.seed, train_samples=args.train_samples,
@@ -77,23 +83,27 @@ def _synth(args: argparse.Namespace) -> int:
     except Stopped as e:
         raise Stopped(e.signum, synth_stopped(args.out)) from None
     evals = ", ".join(f"{name} {item['images']}" for name, item in info["eval"].items())
-    print(f"wrote {args.out}: {info['train']['samples']} training samples in {info['train']['shards']} shards "
-          f"({args.out}/{info['train']['pattern']}); eval images: {evals}; tokenizer {args.out}/tokenizer.json")
+    print(f"wrote {args.out}: {count(info['train']['samples'], 'training sample')} in "
+          f"{count(info['train']['shards'], 'shard')} ({args.out}/{info['train']['pattern']}); eval images: {evals}; "
+          f"tokenizer {args.out}/tokenizer.json")
     return 0
 
 
 def _convert(args: argparse.Namespace) -> int:
     if Path(args.src).is_dir():
-        records = imagefolder_records(args.src, args.captions_template or [DEFAULT_TEMPLATE])
+        records = functools.partial(imagefolder_records, args.src, args.captions_template or [DEFAULT_TEMPLATE])
     elif args.captions_template:
         raise DataError(f"--captions-template applies to ImageFolder sources only; {args.src} is not a directory")
     else:
-        records = table_records([args.src], args.image_column, args.caption_column)
+        records = functools.partial(table_records, [args.src], args.image_column, args.caption_column)
     try:
         with raising_on_stop():
-            report = convert(records, args.out, ConvertOptions(args.resize_longer, args.format),
+            # The progress bar's ETA, on a terminal: a pass over the listing or the table, cheap beside decoding
+            # every image.
+            total = sum(1 for _ in records()) if sys.stderr.isatty() else None
+            report = convert(records(), args.out, ConvertOptions(args.resize_longer, args.format),
                              max_samples_per_shard=args.max_samples_per_shard,
-                             max_shard_bytes=args.max_shard_bytes, workers=args.workers)
+                             max_shard_bytes=args.max_shard_bytes, workers=args.workers, total=total)
     except Stopped as e:
         raise Stopped(e.signum, convert_stopped(args.out)) from None
     print(report.summary())
@@ -101,6 +111,8 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _tokenizer(args: argparse.Namespace) -> int:
+    from data.tokenizer import Tokenizer, captions_from_files, train_bpe
+
     path = train_bpe(captions_from_files(args.sources), args.vocab_size, args.out)
     print(f"wrote {path}: {Tokenizer.from_file(path, context_length=2).vocab_size} tokens")
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from contrastive.stopping import Stopped, raising_on_stop
+from eval.results import metric_lines
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -28,8 +29,5 @@ def run(args: argparse.Namespace) -> int:
         raise Stopped(e.signum, kept) from None
     for result in results:
         step = result.pop("step")
-        print(f"step {step}")
-        width = max(map(len, result))
-        for name, value in sorted(result.items()):
-            print(f"  {name:<{width}}  {value:.4f}")
+        print("\n".join([f"step {step}", *metric_lines(dict(sorted(result.items())))]))
     return 0

@@ -21,12 +21,12 @@ from typing import Any, Optional
 
 from contrastive.config import from_yaml_text, to_flat_dict
 from data.atomic import atomic_write_bytes
-from eval.results import read_json
+from eval.results import is_count, read_json
 from slurm.manifest import FILE_NAME as MANIFEST_NAME, Manifest
 
 LOSS_TAG = "train/loss"
 GLOB_CHARS = "*?["
-COUNTS = "*/num_*"  # dataset sizes the evaluators report next to the scores
+MARKERS = "osD^vP*X"  # one per run in the plot, repeating after eight
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     summaries = [summarize(run_dir) for run_dir in find_runs(args.runs)]
     names = {name for s in summaries for _, metrics in s.evals for name in metrics}
     metrics = sorted(n for n in names if (any(fnmatch.fnmatchcase(n, g) for g in args.metrics) if args.metrics
-                                         else not fnmatch.fnmatchcase(n, COUNTS)))
+                                         else not is_count(n)))
     header, rows = table(summaries, metrics)
     sys.stdout.write(to_csv(header, rows) if args.format == "csv" else to_markdown(header, rows))
     if args.plot:
@@ -139,8 +139,14 @@ def table(summaries: list[RunSummary], metrics: list[str]) -> tuple[list[str], l
     labels = _labels([s.run_dir for s in summaries])
     header = ["run", *varying, "steps", "final loss", *metrics]
     rows = [[label, *(s.config.get(k) for k in varying), s.steps, s.final_loss,
-             *(s.latest_metrics.get(m) for m in metrics)] for label, s in zip(labels, summaries)]
+             *(_metric(s.latest_metrics, m) for m in metrics)] for label, s in zip(labels, summaries)]
     return header, rows
+
+
+def _metric(metrics: dict[str, float], name: str) -> Optional[float]:
+    """Counts as integers: a set of 50000 images reads 50000, not 5e+04."""
+    value = metrics.get(name)
+    return round(value) if value is not None and is_count(name) else value
 
 
 def _labels(run_dirs: list[Path]) -> list[str]:
@@ -152,6 +158,8 @@ def _labels(run_dirs: list[Path]) -> list[str]:
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
+    if isinstance(value, (list, tuple)):  # data.shards, optim.betas: the values, not Python's repr
+        return ", ".join(map(_cell, value)) or "none"
     if isinstance(value, float):
         return f"{value:.4g}" if math.isfinite(value) else str(value)
     return str(value)
@@ -166,38 +174,62 @@ def to_csv(header: list[str], rows: list[list[Any]]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(header)
-    writer.writerows([["" if v is None else v for v in row] for row in rows])
+    writer.writerows([["" if v is None else ", ".join(map(str, v)) if isinstance(v, (list, tuple)) else v
+                       for v in row] for row in rows])
     return out.getvalue()
 
 
 def plot(summaries: list[RunSummary], metrics: list[str], path: Path) -> None:
     """The loss curves, then one panel per eval metric, in one PNG."""
+    fig = figure(summaries, metrics)
+    import matplotlib.pyplot as plt  # after figure() has chosen the backend
+
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write_bytes(path, png.getvalue())
+
+
+def figure(summaries: list[RunSummary], metrics: list[str]) -> Any:
+    """Every panel spans steps 0 to the last one, with integer ticks, so a metric evaluated at one step is a point
+    on a readable axis; a run's marker is hollow, of its own shape and smaller than the previous run's, so runs
+    with equal values show as rings around each other; each panel has its legend, in the corner its curves leave
+    free."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     panels = [LOSS_TAG, *metrics]
     columns = min(3, len(panels))
     rows = math.ceil(len(panels) / columns)
     fig, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.5 * rows), squeeze=False)
     labels = _labels([s.run_dir for s in summaries])
+    last_step = max([s.steps for s in summaries] + [1])
     for ax, panel in zip(axes.flat, panels):
-        for label, s in zip(labels, summaries):
+        values = []
+        for i, (label, s) in enumerate(zip(labels, summaries)):
             points = s.loss if panel == LOSS_TAG else [(step, m[panel]) for step, m in s.evals if panel in m]
-            if points:
-                ax.plot(*zip(*points), marker="" if panel == LOSS_TAG else "o", label=label)
+            if points:  # a curve is a line; eval scores, and a curve of one point, are markers too
+                ax.plot(*zip(*points), label=label, **({} if panel == LOSS_TAG and len(points) > 1 else _marker(i)))
+                values += [v for _, v in points]
         ax.set_title(panel)
         ax.set_xlabel("step")
+        ax.set_xlim(0, last_step * 1.05)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.ticklabel_format(axis="y", useOffset=False)
+        if panel != LOSS_TAG and values and min(values) >= 0:
+            ax.set_ylim(0, max(values) * 1.15 or 1)  # scores from 0: equal values are not blown up into a range
         ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:  # where the curves are not: a loss falls, a score rises
+            ax.legend(fontsize="small", loc="upper right" if panel == LOSS_TAG else "upper left")
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
-    for ax in axes.flat:
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize="small")
-            break
     fig.tight_layout()
-    png = io.BytesIO()
-    fig.savefig(png, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write_bytes(path, png.getvalue())
+    return fig
+
+
+def _marker(run: int) -> dict[str, Any]:
+    return {"marker": MARKERS[run % len(MARKERS)], "markersize": max(4, 12 - 2 * run), "markerfacecolor": "none",
+            "markeredgewidth": 1.5}

@@ -6,7 +6,8 @@ as local processes with --local (submitit's local executor).
 
 Everything is validated before anything is submitted: every sweep point's config, each run dir's saved
 config (a different one is refused unless --allow-config-change) and its world size. The training and
-evaluation modules (models, timm) are imported when a command runs, not when the CLI starts.
+evaluation modules (models, timm), submitit and the launching modules of slurm (slurm.fit imports torch) are
+imported when a command runs, not when the CLI starts.
 """
 from __future__ import annotations
 
@@ -17,20 +18,22 @@ import datetime
 import functools
 import shutil
 from pathlib import Path
-from typing import Any, Iterator, Sequence
-
-import submitit
-from submitit.core.utils import UncompletedJobError
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from contrastive.commands.train import add_check_flags
 from contrastive.config import Config, ConfigError, load_config, to_yaml
 from contrastive.stopping import request_stop
 from data.atomic import atomic_write_bytes
-from slurm import launch, run_state, sweep
-from slurm.fit import fit_to_target
-from slurm.job import TrainJob
+from data.plural import count
+from eval.results import format_metric, headline
+from slurm import run_state, sweep
 from slurm.manifest import Manifest, SweepPoint
 from slurm.resources import Resources
+
+if TYPE_CHECKING:
+    import submitit
+
+    from slurm.job import CompletedRun
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -88,6 +91,10 @@ def resources_of(cfg: Config) -> Resources:
 
 
 def submit_train(args: argparse.Namespace) -> int:
+    from slurm import launch
+    from slurm.fit import fit_to_target
+    from slurm.job import TrainJob
+
     axes = sweep.parse_axes(args.sweep)
     if any(axis.key == "run_dir" for axis in axes):
         raise ConfigError("config error: --sweep run_dir=... is not an axis: a sweep names its run dirs after "
@@ -117,7 +124,7 @@ def submit_train(args: argparse.Namespace) -> int:
     with _removed_on_error(new_dirs):
         todo = [(cfg, point) for cfg, point in zip(cfgs, points) if _check_run_dir(cfg, resources, args)]
         if args.check:
-            print(f"check passed: {len(todo)} run(s) to submit at world size {resources.world_size}"
+            print(f"check passed: {count(len(todo), 'run')} to submit at world size {resources.world_size}"
                   f"{' (local)' if args.local else ''}; nothing submitted")
             return 0
         if not todo:
@@ -139,12 +146,14 @@ def submit_train(args: argparse.Namespace) -> int:
                             local=args.local,
                             points=[SweepPoint(run_dir=Path(cfg.run_dir).name, overrides=point, job_id=job.job_id)
                                     for job, (cfg, point) in zip(jobs, todo)])
-        print(f"sweep of {len(todo)} runs: {manifest.write(sweep_dir)}")
-    return _wait(jobs, [cfg.run_dir for cfg, _ in todo]) if args.wait else 0
+        print(f"sweep of {count(len(todo), 'run')}: {manifest.write(sweep_dir)}")
+    return _wait(jobs, [cfg.run_dir for cfg, _ in todo], _trained) if args.wait else 0
 
 
 def submit_eval(args: argparse.Namespace) -> int:
     from contrastive.evaluate import checkpoints_to_evaluate
+    from slurm import launch
+    from slurm.fit import fit_to_target
 
     paths = [Path(t) for t in args.targets if Path(t).exists()]
     overrides = [t for t in args.targets if not Path(t).exists()]
@@ -170,13 +179,13 @@ def submit_eval(args: argparse.Namespace) -> int:
         for cfg in cfgs.values():
             check_eval_datasets(cfg)
     if args.check:
-        print(f"check passed: {len(checkpoints)} evaluation(s) to submit; nothing submitted")
+        print(f"check passed: {count(len(checkpoints), 'evaluation')} to submit; nothing submitted")
         return 0
     jobs = launch.submit([functools.partial(run_evaluation, str(c), overrides) for c in checkpoints],
                          [run_dir / "slurm" for run_dir in run_dirs], resources, local=args.local, job_name="eval")
     for job, checkpoint in zip(jobs, checkpoints):
         print(f"submitted job {job.job_id}: eval of {checkpoint}")
-    return _wait(jobs, [str(c) for c in checkpoints]) if args.wait else 0
+    return _wait(jobs, [str(c) for c in checkpoints], _evaluated) if args.wait else 0
 
 
 def _common_resources(cfgs: list[Config], points: list[list[str]]) -> Resources:
@@ -215,12 +224,33 @@ def _removed_on_error(new_dirs: list[Path]) -> Iterator[None]:
         raise
 
 
-def _wait(jobs: Sequence[submitit.Job], labels: Sequence[str]) -> int:
+def _wait(jobs: Sequence[submitit.Job], labels: Sequence[str], describe: Callable[[str, Any], str]) -> int:
+    """One line per job as it ends: `describe(label, its first task's result)`, or its failure."""
+    from submitit.core.utils import UncompletedJobError
+
+    from slurm import launch
+
     failed = 0
     for job, label in zip(jobs, labels):
         try:
-            print(f"job {job.job_id} ({label}) finished: {launch.final_results(job)[0]}")
+            print(f"job {job.job_id} finished: {describe(label, launch.final_results(job)[0])}")
         except UncompletedJobError as e:
             failed += 1
-            print(f"job {job.job_id} ({label}) failed:\n{e}")
+            print(f"job {job.job_id} failed ({label}):\n{e}")
     return 1 if failed else 0
+
+
+def _trained(run_dir: str, run: CompletedRun) -> str:
+    if run.already_finished:
+        return f"{run_dir} had finished at step {run.step} before the job started; nothing ran"
+    return f"trained {run_dir} to step {run.step}"
+
+
+def _evaluated(checkpoint: str, results: list[dict[str, float]]) -> str:
+    """The headline of an evaluation job's results (of its one checkpoint) and where all of them are."""
+    from contrastive.evaluate import results_path
+
+    metrics = dict(results[0])
+    step = int(metrics.pop("step"))
+    scores = ", ".join(f"{name} {format_metric(name, value)}" for name, value in headline(metrics).items())
+    return f"evaluated {checkpoint} (step {step}): {scores}; {results_path(Path(checkpoint).parent.parent, step)}"

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from contrastive.config import load_config
-from contrastive.preflight import PATH_CHECK_OPT_OUT
+from contrastive.flags import PATH_CHECK_OPT_OUT
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -41,10 +41,11 @@ def config_from_args(config: str | None, overrides: list[str]):
 
 
 def run(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args.config, args.overrides)
+    # Imported once the config loads: a config error is reported without the model's modules (timm, torchvision).
     from contrastive import stopping
     from contrastive.train import check_resume_config, train
 
-    cfg = config_from_args(args.config, args.overrides)
     if args.check:
         from contrastive.preflight import preflight
 

@@ -1,6 +1,9 @@
 """`contrastive eval` end to end: the demo's evaluation sets (written small by the synth code) on checkpoints of a
 short tiny training run, through the CLI; and the errors for what is not a usable checkpoint."""
+import contextlib
+import io
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -15,7 +18,8 @@ EVAL_SETS = ("zeroshot_attributes", "retrieval_attributes")
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory) -> Path:
+def training(tmp_path_factory) -> tuple[Path, str]:
+    """The run dir of a 4-step run evaluated at steps 2 and 4, and what it printed."""
     root = tmp_path_factory.mktemp("eval_run")
     data = root / "demo"
     synthesize(data, seed=0, train_samples=64, samples_per_shard=32, images_per_class=1, retrieval_images=6,
@@ -24,8 +28,14 @@ def trained_run(tmp_path_factory) -> Path:
                   f"eval.retrieval.attributes={data}/eval/retrieval_attributes", "eval.every_steps=2"]
     cfg = tiny_config(root, f"data.shards={data}/train/shard-{{000000..000001}}.tar",
                       f"data.tokenizer={data}/tokenizer.json", "train.steps=4", *evaluators)
-    train(cfg)
-    return Path(cfg.run_dir)
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        train(cfg)
+    return Path(cfg.run_dir), out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def trained_run(training) -> Path:
+    return training[0]
 
 
 def test_training_evaluates_every_n_steps_and_at_the_end(trained_run):
@@ -37,13 +47,25 @@ def test_training_evaluates_every_n_steps_and_at_the_end(trained_run):
     assert result["metrics"]["retrieval/attributes/num_images"] == 6
 
 
+def test_training_prints_the_headline_of_each_evaluation_and_its_file_then_where_it_ended(training):
+    run_dir, out = training
+    score = r"  {:<28}  [01]\.\d{{4}}"
+    for step in (2, 4):
+        lines = out.split(f"evaluation at step {step}: {run_dir / 'eval' / f'step_{step:06d}.json'}\n")[1].splitlines()
+        assert all(re.fullmatch(score.format(name), line) for name, line in zip(
+            ["retrieval/attributes/i2t_R@1", "retrieval/attributes/t2i_R@1", "zeroshot/attributes/top1"], lines)), out
+    assert out.splitlines()[-1] == f"training finished at step 4: {run_dir / 'checkpoints' / 'step_000004.pt'}"
+
+
 def test_cli_evaluates_latest_and_reproduces_the_in_training_numbers(trained_run, capsys):
     in_training = json.loads((trained_run / "eval" / "step_000004.json").read_text())["metrics"]
     (trained_run / "eval" / "step_000004.json").unlink()
     assert main(["eval", str(trained_run)]) == 0
     again = json.loads((trained_run / "eval" / "step_000004.json").read_text())["metrics"]
     assert again == pytest.approx(in_training, abs=1e-6)
-    assert "zeroshot/attributes/top1" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert re.search(r"^  zeroshot/attributes/top1 +[01]\.\d{4}$", out, flags=re.MULTILINE), out
+    assert re.search(r"^  retrieval/attributes/num_images +6$", out, flags=re.MULTILINE), out  # a count, not 6.0000
 
 
 def test_cli_evaluates_every_checkpoint_with_all(trained_run, capsys):

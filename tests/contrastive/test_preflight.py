@@ -39,7 +39,7 @@ MISTAKES = [
     ("eval.zeroshot.x=/typo", "config error: eval.zeroshot.x: zero-shot dataset /typo does not exist.*"
                               "pass --no-path-check"),
     ("data.shards=/nope/*.tar", "config error: data.shards: shard pattern '/nope/\\*.tar' matches no file"),
-    ("data.workers=3", "config error: data.shards: .* 2 shard\\(s\\) for 1 rank\\(s\\) x 3 worker slot\\(s\\)"),
+    ("data.workers=3", "config error: data.shards: .* 2 shards for 1 rank x 3 worker slots = 3 slots"),
     ("data.tokenizer=/nope.json", "config error: data.tokenizer='/nope.json' is not a file"),
     ("train.accum_steps=3", "config error: train.accum_steps=3 does not divide the local batch of 8"),
 ]
@@ -68,7 +68,7 @@ def test_check_runs_nothing_and_names_what_it_skipped(tiny_data, tmp_path, capsy
     assert cli.main(["train", "--check", *tiny_run(tiny_data, run_dir, *nowhere), "--no-path-check"]) == 0
     assert "(paths not opened: --no-path-check)" in capsys.readouterr().out
     assert cli.main(["submit", "train", "--local", "--check", *tiny_run(tiny_data, run_dir)]) == 0
-    assert "check passed: 1 run(s) to submit at world size 1 (local); nothing submitted" in capsys.readouterr().out
+    assert "check passed: 1 run to submit at world size 1 (local); nothing submitted" in capsys.readouterr().out
     assert not run_dir.exists()
 
 
@@ -81,7 +81,7 @@ def test_submit_counts_shards_for_the_world_size_it_asks_for(tiny_data, tmp_path
     assert check("slurm.tasks_per_node=2") == 0
     assert "at world size 2 (local)" in capsys.readouterr().out
     assert check("slurm.tasks_per_node=3", "train.batch_size=9") == 2
-    assert "2 shard(s) for 3 rank(s) x 1 worker slot(s)" in capsys.readouterr().err
+    assert "2 shards for 3 ranks x 1 worker slot = 3 slots" in capsys.readouterr().err
     assert check("slurm.tasks_per_node=2", "train.batch_size=9") == 2
     assert "train.batch_size=9 (global) is not divisible by the world size 2" in capsys.readouterr().err
 

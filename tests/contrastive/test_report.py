@@ -96,3 +96,33 @@ def test_bad_inputs_name_the_path(tmp_path, capsys):
     (tmp_path / "manifest.json").write_text('{"points": 3}')
     with pytest.raises(SlurmError, match="manifest.json is not a sweep manifest"):
         run_report(capsys, str(tmp_path / "manifest.json"))
+
+
+def test_cells_show_list_values_and_integer_counts_not_python_reprs(tmp_path, capsys):
+    for name, shards in (("one", "a.tar"), ("two", "[a.tar,b.tar]")):
+        make_run(tmp_path / name, [f"data.shards={shards}"], {10: 1.0},
+                 {10: {"zeroshot/imagenet/top1": 0.5, "zeroshot/imagenet/num_images": 50000.0}})
+    out = run_report(capsys, str(tmp_path / "one"), str(tmp_path / "two"), "--metrics", "*")
+    assert out.splitlines()[2:] == ["| one | a.tar | 10 | 1 | 50000 | 0.5 |",
+                                    "| two | a.tar, b.tar | 10 | 1 | 50000 | 0.5 |"]
+    out = run_report(capsys, str(tmp_path / "*"), "--format", "csv", "--metrics", "*")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [(r["data.shards"], r["zeroshot/imagenet/num_images"]) for r in rows] == [
+        ("a.tar", "50000"), ("a.tar, b.tar", "50000")]
+
+
+def test_plot_at_a_single_eval_step_has_integer_steps_a_legend_per_panel_and_a_marker_per_run(tmp_path):
+    runs = [make_run(tmp_path / name, [f"loss.name={name}"], {1: 3.0, 10: 2.0, 20: 1.0},
+                     {20: {"zeroshot/demo/top1": 0.125}}) for name in ("clip", "siglip", "llip")]
+    fig = report.figure([report.summarize(run) for run in runs], ["zeroshot/demo/top1"])
+    for ax in fig.axes:
+        low, high = ax.get_xlim()
+        ticks = [t for t in ax.get_xticks() if low <= t <= high]
+        assert low == 0 and high >= 20 and len(ticks) >= 4 and all(t == int(t) for t in ticks), ticks
+        assert [text.get_text() for text in ax.get_legend().get_texts()] == ["clip", "siglip", "llip"]
+    points = fig.axes[1].get_lines()  # the three runs' equal scores, one point each
+    assert len({line.get_marker() for line in points}) == 3
+    assert [line.get_markerfacecolor() for line in points] == ["none"] * 3
+    sizes = [line.get_markersize() for line in points]
+    assert sizes == sorted(sizes, reverse=True) and len(set(sizes)) == 3  # rings around each other, all visible
+    assert fig.axes[1].get_ylim()[0] == 0

@@ -114,11 +114,19 @@ def test_a_finished_run_is_not_submitted_again_but_one_with_more_steps_is(tmp_pa
 def test_local_training_job_then_an_eval_job_then_the_report(demo_data, tmp_path, capsys):
     run_dir = tmp_path / "run"
     assert run_command(submit, "submit", "train", *demo_run(demo_data, run_dir, steps=8), "--local", "--wait") == 0
-    assert f"finished: CompletedRun(run_dir='{run_dir}', step=8, already_finished=False)" in capsys.readouterr().out
+    (job_id,) = submitted_job_ids(out := capsys.readouterr().out)
+    assert f"\njob {job_id} finished: trained {run_dir} to step 8\n" in out
     assert Checkpointer(run_dir).steps() == [4, 8] and not (run_dir / "eval").exists()
 
     assert run_command(submit, "submit", "eval", str(run_dir), *demo_evals(demo_data), "--local", "--wait") == 0
-    assert "'zeroshot/attributes/top1'" in capsys.readouterr().out
+    (job_id,) = submitted_job_ids(out := capsys.readouterr().out)
+    score = r"[01]\.\d{4}"
+    headline = ", ".join(f"{re.escape(name)} {score}" for name in [
+        "retrieval/attributes/i2t_R@1", "retrieval/attributes/t2i_R@1", "retrieval/relations/i2t_R@1",
+        "retrieval/relations/t2i_R@1", "zeroshot/attributes/top1", "zeroshot/relations/top1"])
+    checkpoint, results = run_dir / "checkpoints" / "step_000008.pt", run_dir / "eval" / "step_000008.json"
+    assert re.search(rf"^job {job_id} finished: evaluated {re.escape(str(checkpoint))} \(step 8\): {headline}; "
+                     rf"{re.escape(str(results))}$", out, flags=re.MULTILINE), out
     assert run_command(report, "report", str(run_dir), "--metrics", "zeroshot/*/top1") == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "| run | steps | final loss | zeroshot/attributes/top1 | zeroshot/relations/top1 |"

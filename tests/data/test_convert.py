@@ -145,8 +145,8 @@ def test_refuses_to_mix_with_existing_shards_and_names_the_clean_up(tmp_path):
         convert(imagefolder_records(tmp_path / "src"), out)
     (out / "skipped.jsonl").unlink()  # as a convert that was stopped leaves it
     (out / ".shard-000001.tar.k2j4_x9a.tmp").write_bytes(b"")  # and one killed while writing
-    with pytest.raises(DataError, match=re.escape(f"{out} already holds shards: 1 of a convert that did not finish "
-                                                  f"(no skipped.jsonl); convert does not resume or add to them: "
+    with pytest.raises(DataError, match=re.escape(f"{out} already holds shards: 1 shard of a convert that did not "
+                                                  f"finish (no skipped.jsonl); convert does not resume or add to them: "
                                                   f"remove them with `rm -r {out}` and run it again")):
         convert(imagefolder_records(tmp_path / "src"), out)
     (out / "notes.txt").write_text("not convert's")

@@ -115,7 +115,7 @@ def test_refuses_a_changed_world_size_worker_count_or_rank(tmp_path: Path):
     write_dataset(tmp_path, num_shards=4, per_shard=2)
     shards = [str(tmp_path / "*.tar")]
     state = _loader(shards, rank=1, world_size=2, workers=2).state_dict()
-    with pytest.raises(DataError, match=r"saved with 2 rank\(s\) x 2 worker slot\(s\) .*this run has 1 rank\(s\) x 2"):
+    with pytest.raises(DataError, match=r"saved with 2 ranks x 2 worker slots .*this run has 1 rank x 2"):
         _loader(shards, rank=0, world_size=1, workers=2).load_state_dict(state)
     with pytest.raises(DataError, match=r"world_size=2, workers=2\), this run has .*workers=1\)"):
         _loader(shards, rank=1, world_size=2, workers=1).load_state_dict(state)
@@ -127,7 +127,7 @@ def test_refuses_a_changed_world_size_worker_count_or_rank(tmp_path: Path):
 
 def test_fewer_shards_than_slots_is_an_error(tmp_path: Path):
     write_dataset(tmp_path, num_shards=3, per_shard=2)
-    with pytest.raises(DataError, match=r"3 shard\(s\) for 2 rank\(s\) x 2 worker slot\(s\) = 4 slots"):
+    with pytest.raises(DataError, match=r"3 shards for 2 ranks x 2 worker slots = 4 slots"):
         _loader([str(tmp_path / "*.tar")], world_size=2, workers=2)
 
 

@@ -21,7 +21,7 @@ def test_errors_name_the_pattern_and_what_it_is_for(tmp_path: Path):
     write_dataset(tmp_path, num_shards=2, per_shard=1)
     with pytest.raises(DataError, match=r"^pattern '.*nothing-\*\.tar' matches no file"):
         expand_patterns([str(tmp_path / "nothing-*.tar")])
-    with pytest.raises(DataError, match=r"1 file\(s\) do not exist, first .*shard-000002\.tar"):
+    with pytest.raises(DataError, match=r"1 file missing, first .*shard-000002\.tar"):
         expand_patterns([str(tmp_path / "shard-{000000..000002}.tar")])
     with pytest.raises(DataError, match=r"matches no file"):
         expand_patterns([str(tmp_path / "shard-{000003..000004}.tar")])

@@ -52,7 +52,7 @@ def test_clip_benchmark_shards(tmp_path):
     ("few_wordnet_ids", r"has 2 WordNet-id folders, not ImageNet's 1000"),
     ("no_classnames_beside_shards", "has shards but no classnames.txt"),
     ("retrieval_shards", "says 'retrieval'"),
-    ("nshards_mismatch", r"says 2 shards but 1 are missing, e.g. .*1.tar"),
+    ("nshards_mismatch", r"says 2 shards but 1 missing, e.g. .*1.tar"),
 ])
 def test_bad_layouts_are_named(tmp_path, layout, message):
     root = tmp_path / "set"

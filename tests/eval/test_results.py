@@ -4,7 +4,7 @@ import os
 import pytest
 
 from eval.errors import EvalError
-from eval.results import read_json, write_json
+from eval.results import headline, metric_lines, read_json, write_json
 
 
 def test_round_trip_and_layout(tmp_path):
@@ -40,3 +40,12 @@ def test_reading_something_else_is_an_error(tmp_path):
     (tmp_path / "r.json").write_text('{"top1": 1}')
     with pytest.raises(EvalError, match="is not an evaluation result"):
         read_json(tmp_path / "r.json")
+
+
+def test_counts_print_as_integers_scores_with_four_decimals_and_the_headline_is_top1_and_r_at_1():
+    metrics = {"zeroshot/in1k/top5": 0.9, "zeroshot/in1k/top1": 0.71, "zeroshot/in1k/num_images": 50000.0,
+               "retrieval/coco/t2i_R@5": 0.6, "retrieval/coco/t2i_R@1": 0.3, "retrieval/coco/i2t_R@1": 0.45}
+    assert headline(metrics) == {"retrieval/coco/i2t_R@1": 0.45, "retrieval/coco/t2i_R@1": 0.3,
+                                 "zeroshot/in1k/top1": 0.71}
+    assert metric_lines({"zeroshot/in1k/num_images": 50000.0, "zeroshot/in1k/top1": 0.71}) == [
+        "  zeroshot/in1k/num_images  50000", "  zeroshot/in1k/top1        0.7100"]
