@@ -100,7 +100,8 @@ def test_stopped_convert_keeps_complete_shards_and_the_rerun_refuses_until_clear
 
     assert cli.main(args) == 2
     error = capsys.readouterr().err
-    assert f"{out} already holds shards: {len(shards)} of a convert that did not finish (no skipped.jsonl)" in error
+    assert f"{out} already holds shards: {len(shards)} shards of a convert that did not finish (no skipped.jsonl)" \
+        in error
     cleanup = re.search(r"`(.+)`", error).group(1)
     assert cleanup == f"rm -r {out}"
     subprocess.run(cleanup, shell=True, check=True)
