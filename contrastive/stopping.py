@@ -20,7 +20,8 @@ import threading
 import time
 from typing import Iterator, Optional
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT)
+from data.workers import STOP_SIGNALS  # the signals the workers leave to this process
+
 # One Ctrl-C can arrive twice: from the terminal to the whole group and forwarded by a launcher (torchrun's
 # agent sends its children the signal it got). Within this window a second SIGINT is the same Ctrl-C.
 SAME_CTRL_C_S = 1.0
