@@ -33,6 +33,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from contrastive import sharding, stopping
 from contrastive.benchmark import matmul_peak_gflops
 from contrastive.config import Config, load_config
+from contrastive.image_tower import ImageTower
 from contrastive.logger import TrainLogger
 from contrastive.model import build_model
 from contrastive.optim import build_optimizer
@@ -60,11 +61,14 @@ OPENCLIP_SHUFFLE_INITIAL = 1000  # open_clip_train.data's sample shuffle buffer 
 
 
 def spec(cfg: Config, vocab: int) -> dict[str, Any]:
-    """Our model's shapes as plain data, for OpenCLIP's side to build the same model."""
-    image, text = cfg.model.image, cfg.model.text
+    """Our model's shapes as plain data, for OpenCLIP's side to build the same model (a ViT: OpenCLIP's own)."""
+    with torch.device("meta"):
+        vit = ImageTower(cfg.model.image, cfg.model.embed_dim).trunk
+    text = cfg.model.text
     return {"embed_dim": cfg.model.embed_dim,
-            "image": {k: getattr(image, k) for k in ("image_size", "patch_size", "width", "depth", "heads",
-                                                     "mlp_ratio")},
+            "image": {"image_size": cfg.model.image.image_size, "patch_size": vit.patch_embed.patch_size[0],
+                      "width": vit.embed_dim, "depth": len(vit.blocks), "heads": vit.blocks[0].attn.num_heads,
+                      "mlp_ratio": vit.blocks[0].mlp.fc1.out_features / vit.embed_dim},
             "text": {**{k: getattr(text, k) for k in ("context_length", "width", "depth", "heads", "mlp_ratio")},
                      "vocab": vocab}}
 

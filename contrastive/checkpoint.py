@@ -89,4 +89,23 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
                               f"{str(e).splitlines()[0] if str(e) else ''}") from e
     if not isinstance(state, dict) or "model" not in state or "step" not in state:
         raise CheckpointError(f"checkpoint {path} is not a training checkpoint (no model/step entries)")
+    return _renamed(state, *LEGACY_PREFIX)
+
+
+# Checkpoints written while the image tower was a ViT named `vit` (now `trunk`, whatever timm model it is).
+LEGACY_PREFIX = ("image_tower.vit.", "image_tower.trunk.")
+
+
+def _renamed(state: dict[str, Any], old: str, new: str) -> dict[str, Any]:
+    """Parameter names starting with `old` start with `new`: in the model entries, and in the optimizer state
+    where it is keyed by name (FSDP's)."""
+    def rename(name: Any) -> Any:
+        return new + name[len(old):] if isinstance(name, str) and name.startswith(old) else name
+
+    state["model"] = {rename(k): v for k, v in state["model"].items()}
+    optimizer = state.get("optimizer")
+    if isinstance(optimizer, dict) and "state" in optimizer:
+        optimizer["state"] = {rename(k): v for k, v in optimizer["state"].items()}
+        for group in optimizer.get("param_groups", []):
+            group["params"] = [rename(p) for p in group["params"]]
     return state

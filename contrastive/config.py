@@ -8,7 +8,10 @@ the losses registry. The resolved config is what a run saves as config.yaml.
 """
 import dataclasses
 import difflib
+import importlib
 import math
+import os
+import sys
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
@@ -47,16 +50,13 @@ def within(default: Any, interval: str) -> Any:
 
 @dataclass
 class ImageTowerConfig:
-    timm_name: str = "vit_base_patch16_224"  # timm architecture; the fields below override its shape
-    image_size: int = at_least(224, 1)
-    patch_size: int = at_least(16, 1)
-    width: int = at_least(768, 1)
-    depth: int = at_least(12, 1)
-    heads: int = at_least(12, 1)
-    mlp_ratio: float = above(4.0, 0)
-    global_pool: str = choice("token", "token", "avg", "map")
-    mixture_tokens: int = at_least(8, 0)  # K prefix tokens of the ViT; used by losses that score them (Llip)
-    patch_drop_rate: float = within(0.0, "[0, 1)")  # FLIP-style patch dropout during training
+    """Any timm model: `timm_name` fixes the architecture, `kwargs` (timm.create_model's keyword arguments)
+    change it, e.g. {embed_dim: 384, num_heads: 6} or {drop_path_rate: 0.1}; the shape is said once."""
+
+    timm_name: str = "vit_base_patch16_224"
+    image_size: int = at_least(224, 1)  # input resolution; timm's img_size for models that take one
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    mixture_tokens: int = at_least(8, 1)  # K register tokens of a ViT, for losses that score them (Llip)
 
 
 @dataclass
@@ -78,24 +78,6 @@ class ModelConfig:
 
 
 @dataclass
-class LossConfig:
-    """`name` picks a preset from the losses registry; a field left None keeps the preset's default."""
-
-    name: str = "clip"
-    objective: Optional[str] = None  # softmax | sigmoid
-    exchange: Optional[str] = None  # all_gather | ring
-    init_scale: Optional[float] = None
-    init_bias: Optional[float] = None
-    num_heads: Optional[int] = None  # Llip cross-attention heads
-    tau: Optional[float] = None  # Llip attention temperature
-    chunk_size: Optional[int] = None  # Llip: texts scored per chunk
-    qkv_norm: Optional[bool] = None  # Llip: LayerNorm on queries, keys, values
-
-    def build_kwargs(self) -> dict[str, Any]:
-        return {k: v for k, v in dataclasses.asdict(self).items() if k != "name" and v is not None}
-
-
-@dataclass
 class DataConfig:
     shards: list[str] = field(default_factory=list)  # brace-expanded patterns; local paths or `pipe:` commands
     weights: list[float] = field(default_factory=list)  # sampling weight per pattern; empty = one pooled source
@@ -109,6 +91,9 @@ class DataConfig:
 class OptimConfig:
     lr: float = at_least(5e-4, 0)
     weight_decay: float = at_least(0.2, 0)
+    # lr: torch's AdamW, each step decays by lr_t x weight_decay; schedule: big_vision's (optax's) decoupled
+    # decay, weight_decay x lr_t / lr, the schedule's factor without the base lr.
+    weight_decay_scaling: str = choice("lr", "lr", "schedule")
     betas: tuple[float, float] = within((0.9, 0.98), "[0, 1)")
     eps: float = at_least(1e-6, 0)
     warmup_steps: int = at_least(2000, 0)
@@ -168,8 +153,10 @@ class SlurmConfig:
 @dataclass
 class Config:
     run_dir: str = "runs/default"
+    plugins: list[str] = field(default_factory=list)  # modules imported before the registries are read
     model: ModelConfig = field(default_factory=ModelConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
+    # `name` (a registered loss) and that loss's own arguments (losses/registry.py); resolved, every argument
+    loss: dict[str, Any] = field(default_factory=lambda: {"name": "clip"})
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -205,7 +192,7 @@ def _config_chain(name_or_path: str, seen: tuple[str, ...] = ()) -> list[tuple[s
     """A named config and the configs it inherits from with `base: NAME`, base first."""
     if name_or_path in seen:
         raise ConfigError(f"config {name_or_path} inherits from itself: {' -> '.join(seen + (name_or_path,))}")
-    data = _read_yaml(name_or_path)
+    data = upgrade_legacy(_read_yaml(name_or_path))
     base = data.pop("base", None)
     chain = _config_chain(str(base), seen + (name_or_path,)) if base is not None else []
     return chain + [(name_or_path, data)]
@@ -216,7 +203,8 @@ def load_config(name_or_path: Optional[str] = None, overrides: list[str] = ()) -
     cfg = OmegaConf.structured(Config)
     if name_or_path is not None:
         for name, data in _config_chain(name_or_path):
-            cfg = _merge(cfg, data, source=f"config {name}")
+            cfg = _merge(_start_other_loss(cfg, (data.get("loss") or {}).get("name")), data, source=f"config {name}")
+    cfg = _start_other_loss(cfg, _overridden_loss_name(overrides))
     for override in overrides:
         cfg = _apply_override(cfg, override)
     return _validate(cfg)
@@ -224,7 +212,53 @@ def load_config(name_or_path: Optional[str] = None, overrides: list[str] = ()) -
 
 def from_yaml_text(text: str) -> Config:
     """A saved config.yaml back into a Config (a run's resolved config)."""
-    return _validate(_merge(OmegaConf.structured(Config), _safe_yaml(text, "saved config"), source="saved config"))
+    data = upgrade_legacy(_safe_yaml(text, "saved config"))
+    return _validate(_merge(OmegaConf.structured(Config), data, source="saved config"))
+
+
+def _start_other_loss(cfg: DictConfig, name: Optional[str]) -> DictConfig:
+    """A config (or the command line) that names another loss starts that loss's arguments afresh: the ones set
+    before belong to the loss it replaces (`-c llip_b16 loss.name=clip` is CLIP with llip_b16's towers)."""
+    if name is not None and name != cfg.loss.get("name"):
+        cfg.loss = {"name": name}
+    return cfg
+
+
+def _overridden_loss_name(overrides: list[str]) -> Optional[str]:
+    name = None
+    for override in overrides:
+        key, _, raw = override.partition("=")
+        if key.strip() == "loss.name":
+            name = raw.strip()
+        elif key.strip() == "loss":
+            name = None  # the whole section replaced: it says its own name
+    return name
+
+
+# Keys of files written before each loss owned its arguments and the image tower took any timm model.
+LEGACY_IMAGE_KEYS = {"patch_size": "patch_size", "width": "embed_dim", "depth": "depth", "heads": "num_heads",
+                     "mlp_ratio": "mlp_ratio", "global_pool": "global_pool", "patch_drop_rate": "patch_drop_rate"}
+
+
+def upgrade_legacy(data: dict[str, Any]) -> dict[str, Any]:
+    """A config file (or a run's config.yaml) written with the keys of before: the ViT's shape as fields of
+    model.image, and the loss as the union of every loss's arguments, null for "the loss's default". Read as
+    the same model and loss in today's keys; any other file is returned as it is."""
+    image = (data.get("model") or {}).get("image") or {}
+    if not isinstance(image, dict) or not LEGACY_IMAGE_KEYS.keys() & image.keys():
+        return data
+    loss = {k: v for k, v in (data.get("loss") or {}).items() if v is not None}
+    if loss.get("name") in ("clip", "siglip"):  # clip and siglip were one loss with two objectives
+        objective = loss.pop("objective", "softmax" if loss["name"] == "clip" else "sigmoid")
+        loss["name"] = {"softmax": "clip", "sigmoid": "siglip"}[objective]
+        if loss["name"] == "clip":
+            loss.pop("exchange", None)  # all_gather, the only one softmax has
+    kwargs = {new: image[old] for old, new in LEGACY_IMAGE_KEYS.items() if old in image}
+    if loss.get("name") == "llip":
+        kwargs.pop("global_pool", None)  # the mixture-token ViT pooled nothing
+    upgraded_image = {k: v for k, v in image.items() if k not in LEGACY_IMAGE_KEYS}
+    upgraded_image["kwargs"] = {**kwargs, **upgraded_image.get("kwargs", {})}
+    return {**data, "model": {**data["model"], "image": upgraded_image}, **({"loss": loss} if loss else {})}
 
 
 def _safe_yaml(text: str, source: str) -> Any:
@@ -311,9 +345,10 @@ def _check_key(key: str) -> None:
         fields = {f.name: f for f in dataclasses.fields(cls)}
         if part not in fields:
             where = f"{path}" if path else "the config"
+            hint = (f"; the tower's shape is timm's: model.image.kwargs.{LEGACY_IMAGE_KEYS[part]}"
+                    if path == "model.image" and part in LEGACY_IMAGE_KEYS else _did_you_mean(part, fields, prefix=path))
             raise ConfigError(f"config error: {path + '.' if path else ''}{part} is not a key of {where} "
-                              f"({cls.__name__}){_did_you_mean(part, fields, prefix=path)}\n"
-                              f"  valid keys: {', '.join(fields)}")
+                              f"({cls.__name__}){hint}\n  valid keys: {', '.join(fields)}")
         cls = fields[part].type
         path = f"{path}.{part}" if path else part
 
@@ -358,7 +393,10 @@ def _is_mapping_field(key: str) -> bool:
 def _validate(cfg: DictConfig) -> Config:
     obj: Config = OmegaConf.to_object(cfg) if not OmegaConf.is_missing(cfg.data, "tokenizer") else _with_missing(cfg)
     _check_choices(obj, "")
-    _check_loss_name(obj.loss.name)
+    import_plugins(obj.plugins)
+    obj.loss = _resolved_loss(obj.loss)
+    if obj.optim.weight_decay_scaling == "schedule" and obj.optim.lr == 0 and obj.optim.weight_decay > 0:
+        raise ConfigError("config error: optim.weight_decay_scaling=schedule divides the decay by optim.lr, which is 0")
     if obj.data.crop_scale[0] > obj.data.crop_scale[1]:
         raise ConfigError(f"config error: data.crop_scale={obj.data.crop_scale} must be (low, high) with low <= high")
     if not obj.run_dir.strip():
@@ -398,10 +436,30 @@ def _check_choices(node: Any, prefix: str) -> None:
                                   f"{f.metadata['interval']}")
 
 
-def _check_loss_name(name: str) -> None:
+def _resolved_loss(loss: dict[str, Any]) -> dict[str, Any]:
+    """The loss's name and every one of its arguments (given, or its default), checked against its class."""
     import losses
 
+    given = dict(loss)
+    name = given.pop("name", None)
     known = losses.names()
     if name not in known:
         raise ConfigError(f"config error: loss.name={name!r} is not a registered loss"
-                          f"{_did_you_mean(name, known)}\n  valid: {', '.join(known)}")
+                          f"{_did_you_mean(str(name), known)}\n  valid: {', '.join(known)}")
+    try:
+        return {"name": name, **losses.resolve(name, given)}
+    except ValueError as e:
+        raise ConfigError(f"config error: loss: {e}") from None
+
+
+def import_plugins(modules: list[str]) -> None:
+    """Import the config's `plugins:` (modules that register losses, say), found on sys.path or in the current
+    directory, as `python -m` finds them. Importing one twice does nothing."""
+    if modules and "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except Exception as e:  # noqa: BLE001 - whatever the module raises, the message names the plugin
+            detail = f"{type(e).__name__}: {e}" if not isinstance(e, ModuleNotFoundError) else str(e)
+            raise ConfigError(f"config error: plugins: cannot import {module!r} ({detail})") from None

@@ -1,28 +1,23 @@
 """The contrastive model: image tower, text tower and the loss that scores them (the loss owns temperature/bias).
 
-`loss.scorer` says what the towers hand the loss, and the model builds only those heads, so every parameter
-gets a gradient from every step (DDP never sees unused parameters):
-- "dot": both towers project and L2-normalise, image [B, D] and text [B, D].
-- "llip": the image tower hands out its K mixture tokens [B, K, width_image] and the text tower its pooled
-  state [B, width_text]; the loss owns the cross-attention and the projections into embed_dim.
+The loss class's `tower_outputs` says what the towers hand it, and the model builds only those heads, so every
+parameter gets a gradient from every step (DDP never sees unused parameters):
+- ("embedding", "embedding"): both towers project and L2-normalise, image [B, D] and text [B, D].
+- ("mixture_tokens", "pooled_state"), Llip's: the image tower hands out its K mixture tokens [B, K, width_image]
+  and the text tower its pooled state [B, width_text]; the loss owns the cross-attention and the projections
+  into embed_dim, and takes the widths (losses.MODEL_SUPPLIED) from the built towers.
 The model satisfies the evaluators' protocol (DESIGN.md): encode_image, encode_text, logits, combine_templates.
 """
 import contextlib
-import inspect
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 from torch import nn
 
 import losses
-from contrastive.config import ConfigError, LossConfig, ModelConfig
-from contrastive.image_tower import ImageOutput, ImageTower
-from contrastive.text_tower import TextOutput, TextTower
-
-TOWER_OUTPUTS: dict[str, tuple[ImageOutput, TextOutput]] = {
-    "dot": ("embedding", "embedding"),
-    "llip": ("mixture_tokens", "pooled_state"),
-}
+from contrastive.config import ConfigError, ModelConfig
+from contrastive.image_tower import ImageTower
+from contrastive.text_tower import TextTower
 
 
 class ContrastiveModel(nn.Module):
@@ -59,28 +54,20 @@ class ContrastiveModel(nn.Module):
                 | {f"text_tower.{n}" for n in self.text_tower.no_weight_decay()})
 
 
-def build_loss(loss_cfg: LossConfig, model_cfg: ModelConfig) -> nn.Module:
-    """The configured loss; one whose scorer projects tower outputs itself (Llip) takes the tower widths as
-    constructor arguments, and gets them."""
-    tower_widths = dict(image_dim=model_cfg.image.width, text_dim=model_cfg.text.width, embed_dim=model_cfg.embed_dim)
-    accepted = inspect.signature(losses.get(loss_cfg.name)).parameters
-    extra = {key: value for key, value in tower_widths.items() if key in accepted}
-    return losses.build(loss_cfg.name, **loss_cfg.build_kwargs(), **extra)
-
-
-def build_model(model_cfg: ModelConfig, loss_cfg: LossConfig, vocab_size: int, pad_id: int) -> ContrastiveModel:
-    """What a constructor refuses is a config error naming its section; built under `torch.device("meta")` this
-    is the pre-flight's model check (contrastive/preflight.py), at no cost for any width."""
-    with _refusals_name("loss"):
-        loss = build_loss(loss_cfg, model_cfg)
-        if loss.scorer not in TOWER_OUTPUTS:
-            raise ValueError(f"loss {loss_cfg.name!r} has scorer {loss.scorer!r}; the model knows how to feed "
-                             f"{', '.join(TOWER_OUTPUTS)}")
-    image_output, text_output = TOWER_OUTPUTS[loss.scorer]
+def build_model(model_cfg: ModelConfig, loss_cfg: dict[str, Any], vocab_size: int, pad_id: int) -> ContrastiveModel:
+    """`loss_cfg` is the config's resolved `loss` section. What a constructor refuses is a config error naming its
+    section; built under `torch.device("meta")` this is the pre-flight's model check (contrastive/preflight.py),
+    at no cost for any width."""
+    arguments = dict(loss_cfg)
+    name = arguments.pop("name")
+    image_output, text_output = losses.get(name).tower_outputs
     with _refusals_name("model.image"):
         image_tower = ImageTower(model_cfg.image, model_cfg.embed_dim, output=image_output)
     with _refusals_name("model.text"):
         text_tower = TextTower(model_cfg.text, vocab_size, pad_id, model_cfg.embed_dim, output=text_output)
+    widths = dict(image_dim=image_tower.width, text_dim=model_cfg.text.width, embed_dim=model_cfg.embed_dim)
+    with _refusals_name("loss"):
+        loss = losses.build(name, **arguments, **{key: widths[key] for key in losses.supplied(name)})
     return ContrastiveModel(image_tower, text_tower, loss)
 
 

@@ -1,10 +1,10 @@
 """How the model is spread over ranks: `train.strategy=ddp` (replicated, gradients all-reduced) or `fsdp`
 (FSDP2, `torch.distributed.fsdp.fully_shard`: parameters, gradients and optimizer state sharded).
 
-FSDP shards each transformer block of both towers, the loss's scorer parameters (Llip's; the loss is called
-outside the model's forward, so it needs its own unit to be gathered for its call) and then the rest of the
-model (embeddings, final norms, projections). The loss's scalar temperature and bias stay replicated. Checkpoints hold the full, unsharded
-state, gathered onto rank 0's CPU: the model entries have the same names as under DDP, so `contrastive eval`
+FSDP shards each block of both towers (of the image tower, whatever timm model it is, its repeated blocks), the
+loss's scorer parameters (Llip's; the loss is called outside the model's forward, so it needs its own unit to be
+gathered for its call) and then the rest of the model (embeddings, final norms, projections). The loss's scalar
+temperature and bias stay replicated. Checkpoints hold the full, unsharded state, gathered onto rank 0's CPU: the model entries have the same names as under DDP, so `contrastive eval`
 loads them unchanged; the optimizer state is keyed by parameter name (DDP's by index), so a run resumes only
 under the strategy it was written with. Gathering everything on rank 0 is fine up to a few billion
 parameters (one copy in host memory); beyond that, torch.distributed.checkpoint's sharded files are the way.
@@ -48,9 +48,8 @@ def distribute(model: nn.Module, strategy: str, device: torch.device, accum_step
     if strategy == "ddp":
         return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     check_strategy(strategy, accum_steps, dist.get_world_size())
-    for tower_blocks in (model.image_tower.vit.blocks, model.text_tower.blocks):
-        for block in tower_blocks:
-            fully_shard(block)
+    for block in (*model.image_tower.repeated_blocks(), *model.text_tower.blocks):
+        fully_shard(block)
     # FSDP2 cannot shard 0-dim parameters (the loss's temperature and bias): they stay replicated, and their
     # gradients are averaged over ranks as soon as they are accumulated, as DDP would.
     scalars = {p for p in model.parameters() if p.ndim == 0}

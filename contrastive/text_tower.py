@@ -72,6 +72,8 @@ class TextTower(nn.Module):
     def __init__(self, cfg: TextTowerConfig, vocab_size: int, pad_id: int, embed_dim: int,
                  output: TextOutput = "embedding"):
         super().__init__()
+        if output not in ("embedding", "pooled_state"):
+            raise ValueError(f"the text tower outputs an embedding or its pooled state, not {output!r}")
         if cfg.width % cfg.heads:
             raise ValueError(f"model.text.width={cfg.width} must be divisible by model.text.heads={cfg.heads}")
         if not 0 <= pad_id < vocab_size:

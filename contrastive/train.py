@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 from contrastive import sharding, stopping
 from contrastive.checkpoint import Checkpointer, load_checkpoint
-from contrastive.config import Config, ConfigError, diff, from_yaml_text, to_yaml
+from contrastive.config import Config, ConfigError, diff, from_yaml_text, import_plugins, to_yaml
 from contrastive.distributed import DistEnv, all_gather_objects, barrier, init_distributed
 from contrastive.errors import CheckpointError, TrainingDiverged
 from contrastive.evaluate import (EvalDatasets, LoadedRun, evaluate_model, has_evaluators, load_model,
@@ -46,6 +46,7 @@ class TrainResult:
 
 
 def train(cfg: Config, allow_config_change: bool = False, check_paths: bool = True) -> TrainResult:
+    import_plugins(cfg.plugins)  # a config that arrives built (a Slurm job's) was loaded in another process
     stopping.install_handlers()
     env = init_distributed(cfg.train.device, cfg.train.collective_timeout_s)
     run_dir = Path(cfg.run_dir)

@@ -1,5 +1,6 @@
 """A contrastive loss = scorer (dot | llip) x objective (softmax | sigmoid) x exchange (all_gather | ring).
 
+The registered losses are presets of this composition, each with its own arguments (losses/registry.py).
 The loss owns its learnable temperature as a log-parameter `logit_scale` (exp clamped at 100),
 `logit_bias` for the sigmoid objective, and the scorer's parameters. Logits and loss are computed
 in float32 even under autocast.
@@ -7,6 +8,7 @@ in float32 even under autocast.
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -20,6 +22,9 @@ SIGMOID_INIT_BIAS = -10.0
 
 
 class ContrastiveLoss(nn.Module):
+    # What the model's towers hand the loss, (image, text): each tower builds only the head for its output.
+    tower_outputs: ClassVar[tuple[str, str]] = ("embedding", "embedding")
+
     def __init__(self, similarity: Similarity, objective: str, exchange: str | None, init_scale: float | None,
                  init_bias: float | None):
         super().__init__()

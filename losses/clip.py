@@ -1,4 +1,4 @@
-"""CLIP (Radford et al., 2021): dot-product scores, symmetric softmax cross-entropy, all-gather."""
+"""CLIP (Radford et al., 2021): dot-product scores, symmetric softmax cross-entropy (InfoNCE), all-gather."""
 from __future__ import annotations
 
 from losses.base import ContrastiveLoss
@@ -8,8 +8,7 @@ from losses.similarity import DotSimilarity
 
 @register("clip")
 class ClipLoss(ContrastiveLoss):
-    """Memory O(b x B) per device: local rows against the gathered columns. Temperature init 1/0.07."""
+    """Memory O(b x B) per device: local rows against the gathered columns. Temperature init 1/0.07 (CLIP, 2.5)."""
 
-    def __init__(self, objective: str = "softmax", exchange: str | None = None, init_scale: float | None = None,
-                 init_bias: float | None = None):
-        super().__init__(DotSimilarity(), objective, exchange, init_scale, init_bias)
+    def __init__(self, init_scale: float = 1 / 0.07):
+        super().__init__(DotSimilarity(), "softmax", "all_gather", init_scale, None)

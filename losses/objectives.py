@@ -81,7 +81,7 @@ class Sigmoid(Objective):
     scorer chunks texts) per device instead of O(b x B)."""
 
     name = "sigmoid"
-    init_scale = 10.0
+    init_scale = 10.0  # SigLIP's t' = log 10
     has_bias = True
     exchanges = ("ring", "all_gather")
 

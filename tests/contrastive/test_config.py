@@ -46,9 +46,9 @@ def test_wrong_type_names_the_key(override):
 
 def test_bad_choice_lists_valid_choices_with_did_you_mean():
     with pytest.raises(ConfigError) as e:
-        load_config("demo", ["model.image.global_pool=tokn"])
-    assert "did you mean token?" in str(e.value)
-    assert "valid: token, avg, map" in str(e.value)
+        load_config("demo", ["model.text.pool=eott"])
+    assert "did you mean eot?" in str(e.value)
+    assert "valid: eot, last, mean" in str(e.value)
 
 
 def test_unknown_loss_lists_the_registry():
@@ -117,3 +117,83 @@ def test_a_value_that_is_not_yaml_is_taken_as_typed():
 def test_values_that_would_fail_later_are_refused_up_front(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config("demo", [override])
+
+
+def test_the_loss_section_is_its_name_and_that_losss_own_arguments_all_resolved():
+    cfg = load_config("demo", ["loss.name=llip", "loss.tau=2", "loss.num_heads=4"])
+    assert cfg.loss == {"name": "llip", "num_heads": 4, "tau": 2, "chunk_size": 128, "qkv_norm": False,
+                        "objective": "sigmoid", "exchange": None, "init_scale": None, "init_bias": None}
+    assert load_config("demo").loss == {"name": "clip", "init_scale": pytest.approx(1 / 0.07)}
+    assert from_yaml_text(to_yaml(cfg)) == cfg
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["loss.tau=5"], r"^config error: loss: loss 'clip' does not take tau; its arguments: init_scale=14.2857"),
+    (["loss.name=clip", "loss.objective=sigmoid"], r"loss 'clip' does not take objective"),
+    (["loss.name=llip", "loss.embed_dim=8"], r"loss 'llip': embed_dim is supplied by the model; its arguments: "
+                                             r"num_heads=8, tau=5.0, chunk_size=128, qkv_norm=False"),
+    (["loss.name=siglip", "loss.exchange=tree"], r"loss 'siglip': exchange='tree' is not 'ring' or 'all_gather'"),
+    (["loss.name=llip", "loss.num_heads=many"], r"loss 'llip': num_heads='many' is not an integer"),
+    (["loss={tau: 5}"], r"loss.name=None is not a registered loss"),
+])
+def test_a_loss_argument_is_checked_against_the_registered_class_when_the_config_loads(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("demo", overrides)
+
+
+def test_naming_another_loss_starts_its_arguments_afresh_and_the_same_loss_keeps_them(tmp_path):
+    assert load_config("llip_b16", ["loss.name=clip"]).loss["name"] == "clip"  # not "clip does not take tau"
+    assert load_config("llip_b16", ["loss.tau=2"]).loss["num_heads"] == 8
+    assert load_config("llip_b16", ["loss.exchange=all_gather", "loss.name=siglip"]).loss["exchange"] == "all_gather"
+    child = tmp_path / "child.yaml"
+    child.write_text("base: llip_b16\nloss:\n  name: siglip\n  init_bias: -5.0\n")
+    assert load_config(str(child)).loss == {"name": "siglip", "exchange": "ring", "init_scale": 10.0, "init_bias": -5.0}
+    child.write_text("base: llip_b16\nloss:\n  name: llip\n  qkv_norm: true\n")
+    loss = load_config(str(child)).loss
+    assert (loss["num_heads"], loss["tau"], loss["qkv_norm"]) == (8, 5.0, True)
+
+
+def test_the_image_tower_is_a_timm_name_plus_its_kwargs_and_old_shape_keys_point_there():
+    cfg = load_config("clip_s16", ["model.image.kwargs.drop_path_rate=0.1"])
+    assert cfg.model.image.kwargs == {"embed_dim": 384, "num_heads": 6, "drop_path_rate": 0.1}
+    with pytest.raises(ConfigError, match=r"model.image.width is not a key of model.image \(ImageTowerConfig\); "
+                                          r"the tower's shape is timm's: model.image.kwargs.embed_dim"):
+        load_config("demo", ["model.image.width=64"])
+
+
+LEGACY_SAVED = """
+model:
+  image: {timm_name: vit_base_patch16_224, image_size: 32, patch_size: 8, width: 32, depth: 1, heads: 2,
+          mlp_ratio: 4.0, global_pool: token, mixture_tokens: 2, patch_drop_rate: 0.0}
+loss: {name: NAME, objective: OBJECTIVE, exchange: EXCHANGE, init_scale: null, init_bias: null, num_heads: null,
+       tau: null, chunk_size: null, qkv_norm: null}
+"""
+
+
+@pytest.mark.parametrize("name, objective, exchange, loss", [
+    ("clip", "null", "null", {"name": "clip", "init_scale": pytest.approx(1 / 0.07)}),
+    ("clip", "sigmoid", "all_gather", {"name": "siglip", "exchange": "all_gather", "init_scale": 10.0,
+                                       "init_bias": -10.0}),
+    ("siglip", "null", "null", {"name": "siglip", "exchange": "ring", "init_scale": 10.0, "init_bias": -10.0}),
+    ("llip", "softmax", "null", {"name": "llip", "num_heads": 8, "tau": 5.0, "chunk_size": 128, "qkv_norm": False,
+                                 "objective": "softmax", "exchange": None, "init_scale": None, "init_bias": None}),
+])
+def test_a_config_saved_with_the_old_keys_reads_as_the_same_model_and_loss(name, objective, exchange, loss):
+    cfg = from_yaml_text(LEGACY_SAVED.replace("NAME", name).replace("OBJECTIVE", objective)
+                         .replace("EXCHANGE", exchange))
+    assert cfg.loss == loss
+    shape = {"patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2, "mlp_ratio": 4.0, "patch_drop_rate": 0.0}
+    assert cfg.model.image.kwargs == (shape if name == "llip" else {**shape, "global_pool": "token"})
+    assert (cfg.model.image.image_size, cfg.model.image.mixture_tokens) == (32, 2)
+
+
+def test_weight_decay_scaling_by_the_schedule_needs_a_learning_rate():
+    assert load_config("siglip_b16").optim.weight_decay_scaling == "schedule"
+    with pytest.raises(ConfigError, match="weight_decay_scaling=schedule divides the decay by optim.lr, which is 0"):
+        load_config("siglip_b16", ["optim.lr=0"])
+
+
+def test_a_plugin_that_cannot_be_imported_is_named():
+    with pytest.raises(ConfigError, match=r"^config error: plugins: cannot import 'no_such_plugin' \(No module named "
+                                          r"'no_such_plugin'\)"):
+        load_config("demo", ["plugins=[no_such_plugin]"])

@@ -23,18 +23,18 @@ def test_every_parameter_lands_in_exactly_one_group(loss: str):
 
 def test_openclip_split_decays_only_matrices_that_are_not_positions_or_tokens():
     decay, no_decay = group_names(tiny_model("siglip"), 0.2)
-    assert {"loss.logit_scale", "loss.logit_bias", "image_tower.vit.pos_embed", "image_tower.vit.cls_token",
+    assert {"loss.logit_scale", "loss.logit_bias", "image_tower.trunk.pos_embed", "image_tower.trunk.cls_token",
             "text_tower.positional_embedding", "text_tower.final_norm.weight", "text_tower.blocks.0.q_bias",
-            "image_tower.vit.blocks.0.norm1.weight", "image_tower.vit.patch_embed.proj.bias"} <= no_decay
+            "image_tower.trunk.blocks.0.norm1.weight", "image_tower.trunk.patch_embed.proj.bias"} <= no_decay
     assert {"text_tower.token_embedding.weight", "text_tower.blocks.0.qkv.weight", "text_tower.projection.weight",
-            "image_tower.projection.weight", "image_tower.vit.patch_embed.proj.weight",
-            "image_tower.vit.blocks.0.mlp.fc1.weight"} <= decay
+            "image_tower.projection.weight", "image_tower.trunk.patch_embed.proj.weight",
+            "image_tower.trunk.blocks.0.mlp.fc1.weight"} <= decay
     assert all(".bias" not in n and "norm" not in n for n in decay)
 
 
 def test_llip_mixture_tokens_and_scorer_projections():
     decay, no_decay = group_names(tiny_model("llip"), 0.2)
-    assert "image_tower.vit.reg_token" in no_decay
+    assert "image_tower.trunk.reg_token" in no_decay
     assert {"loss.similarity.query.weight", "loss.similarity.out.weight",
             "loss.similarity.text_projection.weight"} <= decay
     assert "loss.similarity.query.bias" in no_decay

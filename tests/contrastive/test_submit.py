@@ -21,8 +21,8 @@ from tests.contrastive.command_line import run_command
 from tests.slurm.waiting import release_when_requeued, wait_until
 
 TINY_MODEL = [
-    "model.embed_dim=16", "model.image.image_size=32", "model.image.patch_size=8", "model.image.width=32",
-    "model.image.depth=1", "model.image.heads=2", "model.image.mixture_tokens=2",
+    "model.embed_dim=16", "model.image.image_size=32",
+    "model.image.kwargs={patch_size: 8, embed_dim: 32, depth: 1, num_heads: 2}", "model.image.mixture_tokens=2",
     "model.text.context_length=16", "model.text.width=32", "model.text.depth=1", "model.text.heads=2",
 ]
 

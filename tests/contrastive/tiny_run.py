@@ -14,8 +14,8 @@ COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220), 
 
 TINY_MODEL = [
     "model.embed_dim=16",
-    "model.image.image_size=32", "model.image.patch_size=8", "model.image.width=32", "model.image.depth=1",
-    "model.image.heads=2", "model.image.mixture_tokens=2",
+    "model.image.image_size=32", "model.image.kwargs={patch_size: 8, embed_dim: 32, depth: 1, num_heads: 2}",
+    "model.image.mixture_tokens=2",
     "model.text.context_length=12", "model.text.width=32", "model.text.depth=1", "model.text.heads=2",
 ]
 
