@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
+from torch.distributed.fsdp import FSDPModule
 
 from contrastive import sharding, stopping
 from contrastive.checkpoint import Checkpointer, load_checkpoint
@@ -21,16 +22,20 @@ from tests.contrastive.test_ddp import GLOBAL_BATCH, PAD, VOCAB, assert_all_clos
 from tests.contrastive.tiny_run import TINY_MODEL, tiny_config
 from tests.multiprocess import run_ranks
 
-LOSSES = ("clip", "llip")  # softmax; sigmoid with a bias and a sharded scorer
+# (loss, image tower): softmax; sigmoid with a bias and a sharded scorer; a ConvNeXt, sharded by its timm blocks
+CASES = (("clip", "vit"), ("llip", "vit"), ("clip", "convnext"))
+TOWERS = {"vit": [], "convnext": ["model.image.timm_name=convnext_atto",
+                                  "model.image.kwargs={depths: [1, 1, 2, 1], dims: [8, 16, 24, 32]}"]}
 
 
-def _steps(loss_name: str, strategy: str) -> dict:
+def _steps(loss_name: str, tower: str, strategy: str) -> dict:
     """Losses and gradient norms per step (clipping active), then the full weights, gathered onto rank 0."""
-    cfg = load_config(None, [*TINY_MODEL, f"loss.name={loss_name}", "optim.weight_decay=0.1"])
+    cfg = load_config(None, [*TINY_MODEL, *TOWERS[tower], f"loss.name={loss_name}", "optim.weight_decay=0.1"])
     build = lambda: build_model(cfg.model, cfg.loss, vocab_size=VOCAB, pad_id=PAD)  # noqa: E731
     torch.manual_seed(0)
     model = build()
     wrapped = sharding.distribute(model, strategy, torch.device("cpu"), accum_steps=1)
+    units = sum(isinstance(block, FSDPModule) for block in model.image_tower.repeated_blocks())
     optimizer = build_optimizer(model, cfg.optim)
     rank, local = dist.get_rank(), GLOBAL_BATCH // dist.get_world_size()
     losses, norms = [], []
@@ -43,7 +48,7 @@ def _steps(loss_name: str, strategy: str) -> dict:
         optimizer.zero_grad(set_to_none=True)
     copy = sharding.unsharded_copy(model, build, is_main=rank == 0)
     weights = {n: p.detach().clone() for n, p in copy.named_parameters()} if copy is not None else None
-    return {"loss": losses, "grad_norm": norms, "weights": weights}
+    return {"loss": losses, "grad_norm": norms, "weights": weights, "image_units": units}
 
 
 def _train_fsdp_then_resume_a_copy_from_step_2(root: str) -> list[int]:
@@ -63,7 +68,7 @@ def _train_fsdp_then_resume_a_copy_from_step_2(root: str) -> list[int]:
 
 def _everything_on_this_rank(root: str) -> dict:
     """One spawn of two ranks for every test here (starting processes is most of the time)."""
-    results = {(name, strategy): _steps(name, strategy) for name in LOSSES for strategy in ("ddp", "fsdp")}
+    results = {(*case, strategy): _steps(*case, strategy) for case in CASES for strategy in ("ddp", "fsdp")}
     results["train_steps"] = _train_fsdp_then_resume_a_copy_from_step_2(root)
     cfg = load_config(None, TINY_MODEL)
     try:
@@ -86,10 +91,11 @@ def two_ranks(root):
     return run_ranks(_everything_on_this_rank, 2, str(root))
 
 
-@pytest.mark.parametrize("loss_name", LOSSES)
-def test_fsdp_matches_ddp_at_two_ranks(two_ranks, loss_name):
+@pytest.mark.parametrize("case", CASES, ids=["-".join(case) for case in CASES])
+def test_fsdp_matches_ddp_at_two_ranks(two_ranks, case):
     for rank, result in enumerate(two_ranks):
-        ddp, fsdp = result[(loss_name, "ddp")], result[(loss_name, "fsdp")]
+        ddp, fsdp = result[(*case, "ddp")], result[(*case, "fsdp")]
+        assert (ddp["image_units"], fsdp["image_units"]) == (0, {"vit": 1, "convnext": 8}[case[1]])
         torch.testing.assert_close(fsdp["loss"], ddp["loss"], rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(fsdp["grad_norm"], ddp["grad_norm"], rtol=1e-5, atol=1e-6)
         assert fsdp["grad_norm"][0] > 0.05  # clipping was active, so the sharded norm mattered

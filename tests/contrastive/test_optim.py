@@ -52,3 +52,19 @@ def test_build_optimizer_takes_the_config():
     assert isinstance(optimizer, torch.optim.AdamW)
     assert [g["weight_decay"] for g in optimizer.param_groups] == [0.1, 0.0]
     assert all(g["lr"] == 3e-4 and g["betas"] == (0.9, 0.95) and g["eps"] == 1e-8 for g in optimizer.param_groups)
+
+
+@pytest.mark.parametrize("scaling, decayed", [("lr", 1 - 5e-4 * 1e-4), ("schedule", 1 - 0.5 * 1e-4)])
+def test_weight_decay_scales_with_the_lr_or_with_the_schedules_factor_only(scaling, decayed):
+    """With zero gradients an AdamW step is the decay alone: w <- w (1 - lr_t x wd) in torch's convention, and
+    w <- w (1 - s_t x wd) in big_vision's, s_t = lr_t / lr; here lr = 1e-3 and lr_t = 5e-4 (s_t = 0.5)."""
+    model = tiny_model("clip")
+    optimizer = build_optimizer(model, OptimConfig(lr=1e-3, weight_decay=1e-4, weight_decay_scaling=scaling))
+    weight = model.image_tower.projection.weight
+    before = weight.detach().clone()
+    for group in optimizer.param_groups:
+        group["lr"] = 5e-4
+    for param in model.parameters():
+        param.grad = torch.zeros_like(param)
+    optimizer.step()
+    torch.testing.assert_close(weight.detach(), before * decayed, rtol=1e-7, atol=0)

@@ -6,6 +6,7 @@ import torch
 from contrastive import stopping, train as train_module
 from contrastive.checkpoint import Checkpointer, load_checkpoint
 from contrastive.config import ConfigError
+from contrastive.evaluate import load_model, load_run
 from contrastive.train import TrainingDiverged, train
 from tests.contrastive.tiny_run import tiny_config
 from tests.multiprocess import run_ranks
@@ -158,3 +159,14 @@ def test_a_stop_on_one_rank_stops_every_rank_at_the_same_step(tmp_path):
     assert checkpoint["step"] == 3 and checkpoint["world_size"] == 2 and len(checkpoint["data"]) == 2
     with pytest.raises(ConfigError, match="written by 2 processes and this run has 1"):
         train(tiny_config(tmp_path, "train.steps=8", "train.checkpoint_every=100"))
+
+
+@pytest.mark.parametrize("tower", [[], ["model.image.timm_name=convnext_atto",
+                                        "model.image.kwargs={depths: [1, 1, 2, 1], dims: [8, 16, 24, 32]}"]],
+                         ids=["vit", "convnext"])
+def test_any_timm_image_tower_trains_and_its_checkpoint_loads_for_eval(tmp_path, tower):
+    cfg = tiny_config(tmp_path, "train.steps=2", *tower)
+    assert train(cfg).finished
+    run = load_run(Path(cfg.run_dir), [])
+    model, step = load_model(run, Checkpointer(cfg.run_dir).latest(), torch.device("cpu"))
+    assert step == 2 and type(model.image_tower.trunk).__name__ == ("ConvNeXt" if tower else "VisionTransformer")
