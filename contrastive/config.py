@@ -449,7 +449,9 @@ def _resolved_loss(loss: dict[str, Any]) -> dict[str, Any]:
     try:
         return {"name": name, **losses.resolve(name, given)}
     except ValueError as e:
-        raise ConfigError(f"config error: loss: {e}") from None
+        keys = ["name", *losses.arguments(name)]
+        hint = next((_did_you_mean(key, keys, prefix="loss") for key in given if key not in keys), "")
+        raise ConfigError(f"config error: loss: {e}{hint}") from None
 
 
 def import_plugins(modules: list[str]) -> None:

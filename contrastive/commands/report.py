@@ -134,13 +134,23 @@ def read_scalar(tb_dir: Path, tag: str) -> list[tuple[int, float]]:
 
 
 def table(summaries: list[RunSummary], metrics: list[str]) -> tuple[list[str], list[list[Any]]]:
-    varying = [k for k in summaries[0].config if k != "run_dir"
-               and len({repr(s.config.get(k)) for s in summaries}) > 1]
+    keys = dict.fromkeys(k for s in summaries for k in s.config if k != "run_dir")
+    varying = [k for k in keys if _varies(k, summaries)]
     labels = _labels([s.run_dir for s in summaries])
     header = ["run", *varying, "steps", "final loss", *metrics]
     rows = [[label, *(s.config.get(k) for k in varying), s.steps, s.final_loss,
              *(_metric(s.latest_metrics, m) for m in metrics)] for label, s in zip(labels, summaries)]
     return header, rows
+
+
+def _varies(key: str, summaries: list[RunSummary]) -> bool:
+    """A loss's argument varies only between runs of that loss: the arguments of clip and llip differ because
+    the loss does, and loss.name says so."""
+    groups: dict[Any, list[RunSummary]] = {}
+    for s in summaries:
+        groups.setdefault(s.config.get("loss.name") if key.startswith("loss.") and key != "loss.name" else None,
+                          []).append(s)
+    return any(len({repr(s.config.get(key)) for s in group}) > 1 for group in groups.values())
 
 
 def _metric(metrics: dict[str, float], name: str) -> Optional[float]:

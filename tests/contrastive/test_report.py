@@ -126,3 +126,10 @@ def test_plot_at_a_single_eval_step_has_integer_steps_a_legend_per_panel_and_a_m
     sizes = [line.get_markersize() for line in points]
     assert sizes == sorted(sizes, reverse=True) and len(set(sizes)) == 3  # rings around each other, all visible
     assert fig.axes[1].get_ylim()[0] == 0
+
+
+def test_a_loss_argument_is_a_column_when_it_varies_between_runs_of_that_loss(tmp_path, capsys):
+    runs = [make_run(tmp_path / f"{name}-{tau}", [f"loss.name={name}", *([f"loss.tau={tau}"] if tau else [])],
+                     {10: 1.0}, {}) for name, tau in [("clip", None), ("llip", 2.0), ("llip", 5.0)]]
+    header = run_report(capsys, *map(str, runs)).splitlines()[0]
+    assert header == "| run | loss.name | loss.tau | steps | final loss |"
