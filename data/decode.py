@@ -1,7 +1,7 @@
 """One raw sample to a uint8 image [3, S, S] and one of its captions, or BadSample naming why not.
 
-Images: PIL, with JPEG draft mode (DCT scaling) when the source is at least twice the size the crop
-needs; RandomResizedCrop for training, resize + centre crop for evaluation, through torchvision's v2
+Images: data.validate.decode_image, with JPEG draft mode (DCT scaling) when the source is at least twice the
+size the crop needs; RandomResizedCrop for training, resize + centre crop for evaluation, through torchvision's v2
 functionals with crop parameters drawn from the caller's generator (never a global RNG).
 Which samples are usable and what their captions are is data/validate.py's; one caption is drawn per visit.
 """
@@ -15,7 +15,7 @@ from PIL import Image
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from data.validate import image_and_captions, load_image
+from data.validate import decode_image, image_and_captions
 
 CROP_RATIO = (3 / 4, 4 / 3)  # RandomResizedCrop's default aspect-ratio range
 
@@ -65,17 +65,10 @@ def random_resized_crop_box(height: int, width: int, scale: tuple[float, float],
     return (height - h) // 2, (width - w) // 2, h, w
 
 
-def open_image(data: bytes, needed_short_side: int) -> Image.Image:
-    """An RGB image; a JPEG decodes at 1/2, 1/4 or 1/8 scale (draft mode) when its short side still covers the need."""
-    image = load_image(data, draft_short_side=needed_short_side)
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    return image.convert("RGB")
-
-
 def decode(members: dict[str, bytes], transform: ImageTransform,
            generator: torch.Generator) -> tuple[torch.Tensor, str]:
     """Raises data.validate.BadSample for a sample that breaks its rules."""
     image, choices = image_and_captions(members)
     caption = choices[int(torch.randint(len(choices), (1,), generator=generator))]
-    return transform(open_image(image, transform.needed_short_side()), generator), caption
+    rgb = decode_image(image, "the image member", draft_short_side=transform.needed_short_side())
+    return transform(rgb, generator), caption

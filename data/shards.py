@@ -4,7 +4,8 @@ A shard `shard-000000.tar` holds samples as consecutive tar members sharing a ke
 `KEY.jpg|png|webp` (the image), `KEY.txt` (UTF-8, one caption per line) and `KEY.json`
 (metadata, at least {"key", "caption"}). Keys are zero-padded and unique across a dataset's shards.
 Writing is reproducible (fixed member mtimes, owners and modes: the same samples give the same
-bytes) and atomic (a shard appears under its name only once complete).
+bytes) and atomic (a shard appears under its name only once complete). Reading is the one tar reader,
+of training and of evaluation's CLIP_benchmark shards: samples in tar order, grouped as webdataset groups them.
 """
 from __future__ import annotations
 
@@ -20,7 +21,10 @@ from data.atomic import AtomicFile
 from data.errors import DataError, ShardReadError
 from data.patterns import PIPE_PREFIX
 
-IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+# A sample with several image members is read as its first in this order, by training and evaluation alike:
+# CLIP_benchmark's order (its webdataset `to_tuple(["webp", "png", "jpg", "jpeg"], ...)`), which evaluation
+# must follow to see the images that benchmark's published numbers saw.
+IMAGE_EXTENSIONS = ("webp", "png", "jpg", "jpeg")
 TAR_BLOCK = 512
 
 
@@ -138,12 +142,15 @@ def find_image(members: dict[str, bytes]) -> Optional[tuple[str, bytes]]:
     return None
 
 
-def split_member_name(name: str) -> tuple[str, str]:
-    """`dir/000000012.jpg` -> (`dir/000000012`, `jpg`): the key ends at the basename's first dot."""
-    directory, _, basename = name.rpartition("/")
+def split_member_name(name: str) -> Optional[tuple[str, str]]:
+    """`dir/000000012.seg.JPG` -> (`dir/000000012`, `seg.jpg`): the key ends at the base name's first dot, as
+    webdataset splits it. None for a member of no sample, whose base name has no dot or starts with one:
+    webdataset skips these, e.g. the `._KEY.jpg` resource forks a macOS tar writes before each member."""
+    directory, slash, basename = name.rpartition("/")
     stem, dot, extension = basename.partition(".")
-    key = f"{directory}/{stem}" if directory else stem
-    return key, extension.lower() if dot else ""
+    if not stem or not dot:
+        return None
+    return directory + slash + stem, extension.lower()
 
 
 class _PipeStream:
@@ -185,9 +192,10 @@ def read_shard(url: str | os.PathLike) -> Iterator[RawSample]:
     try:
         with _open(url) as stream, tarfile.open(fileobj=stream, mode="r|*") as tar:
             for member in tar:
-                if not member.isfile():
+                key_and_extension = split_member_name(member.name) if member.isfile() else None
+                if key_and_extension is None:
                     continue
-                key, extension = split_member_name(member.name)
+                key, extension = key_and_extension
                 if current is not None and current.key != key:
                     yield current
                     current = None

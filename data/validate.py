@@ -3,7 +3,7 @@
 One set of rules and reason names for every reader: conversion (source records), inspection,
 tokenizer training (shard members) and the training loader. A bad sample raises BadSample with a
 reason id; the loader counts ids (`corrupt_image`), inspect and convert report their labels
-(`corrupt image`).
+(`corrupt image`). decode_image is the one image decoder, of training and of evaluation.
 
 Captions are the lines of KEY.txt, else of the json's "captions" (a list) or "caption"; each line
 has its whitespace collapsed, and blank lines are dropped.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 from typing import Optional
 
 from PIL import Image, UnidentifiedImageError
@@ -46,10 +47,12 @@ class BadSample(Exception):
         super().__init__(f"{label(reason)}: {detail}" if detail else label(reason))
         self.reason = reason
         self.label = label(reason)
+        self.detail = detail
 
 
 def load_image(data: bytes, draft_short_side: Optional[int] = None) -> Image.Image:
-    """The fully decoded image (a truncated file fails here, not later), in its own mode and format.
+    """The fully decoded image (a truncated file fails here, not later), in its own mode and format (which
+    convert keeps; decode_image makes it RGB).
 
     With `draft_short_side`, a JPEG decodes at 1/2, 1/4 or 1/8 scale (draft mode) when its short
     side still covers that many pixels.
@@ -64,9 +67,27 @@ def load_image(data: bytes, draft_short_side: Optional[int] = None) -> Image.Ima
         raise BadSample(CORRUPT_IMAGE, image_error(e)) from None
 
 
+def decode_image(source: bytes | Path, name: str, draft_short_side: Optional[int] = None) -> Image.Image:
+    """Encoded bytes or an image file as an RGB image, decoded in full (see load_image; evaluation never sets
+    `draft_short_side`: CLIP_benchmark's numbers are of fully decoded images). Raises BadSample (missing_file
+    for a file that cannot be read, else corrupt_image) whose detail names the image as `name`."""
+    if isinstance(source, Path):
+        try:
+            source = source.read_bytes()
+        except OSError as e:
+            raise BadSample(MISSING_FILE, f"cannot read {name}: {e.strerror or e}") from None
+    try:
+        image = load_image(source, draft_short_side)
+    except BadSample as e:
+        raise BadSample(e.reason, f"cannot decode {name}: {e.detail}") from None
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")  # the pixels of a straight RGB conversion, minus the warning PIL gives for some
+    return image.convert("RGB")
+
+
 def image_error(e: Exception) -> str:
     """What PIL says about undecodable bytes, without the `<_io.BytesIO object at 0x...>` it names them by (the
-    message that carries this names the shard and key instead)."""
+    message that carries this names the image instead)."""
     if isinstance(e, UnidentifiedImageError):
         return "not in an image format PIL can read"
     return f"{type(e).__name__}: {e}"
@@ -114,7 +135,7 @@ def sample_captions(members: dict[str, bytes]) -> list[str]:
 
 
 def image_and_captions(members: dict[str, bytes]) -> tuple[bytes, list[str]]:
-    """A shard sample's image bytes (still to be decoded, with load_image) and caption lines.
+    """A shard sample's image bytes (still to be decoded, with decode_image or load_image) and caption lines.
     The cheap checks come first: a missing image member, then the captions."""
     image = find_image(members)
     if image is None:

@@ -1,5 +1,6 @@
 """The five top-level packages are this repo's (generic names could resolve to other installed packages),
-setup.cfg ships all of them with their data, and the leaf packages never import `contrastive` or each other."""
+setup.cfg ships all of them with their data, and no leaf package imports `contrastive` or another leaf, except
+that `eval` imports `data`."""
 import ast
 import configparser
 import importlib

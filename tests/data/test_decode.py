@@ -5,16 +5,17 @@ import pytest
 import torch
 from PIL import Image
 
-from data.decode import CROP_RATIO, ImageTransform, decode, open_image, random_resized_crop_box
-from data.validate import BadSample, sample_captions
+from data.decode import CROP_RATIO, ImageTransform, decode, random_resized_crop_box
+from data.validate import BadSample, decode_image, sample_captions
 from tests.data.loader_fixtures import image_bytes
 
 
 def test_jpeg_decodes_in_draft_mode_only_when_twice_the_need():
     big = image_bytes((10, 200, 30), size=(2048, 1536), fmt="JPEG")
-    assert open_image(big, 224).size == (512, 384)  # 1536 // 224 = 6 -> scale 1/4, short side still >= 224
-    assert open_image(big, 800).size == (2048, 1536)
-    assert open_image(image_bytes((1, 2, 3), size=(2048, 1536)), 224).size == (2048, 1536)  # PNG: no draft
+    assert decode_image(big, "big", 224).size == (512, 384)  # 1536 // 224 = 6 -> scale 1/4, short side >= 224
+    assert decode_image(big, "big", 800).size == (2048, 1536)
+    assert decode_image(big, "big").size == (2048, 1536)  # evaluation's full decode
+    assert decode_image(image_bytes((1, 2, 3), size=(2048, 1536)), "png", 224).size == (2048, 1536)  # no draft
 
 
 def test_train_needs_enough_pixels_for_the_smallest_crop():
@@ -83,6 +84,17 @@ def test_bad_samples_are_skipped_with_their_reason(members, reason):
 def test_palette_and_webp_images_become_rgb():
     buffer = io.BytesIO()
     Image.new("P", (10, 10), 0).save(buffer, "PNG", transparency=0)
-    assert open_image(buffer.getvalue(), 8).mode == "RGB"
-    webp = open_image(image_bytes((250, 5, 5), fmt="WEBP"), 8)
+    assert decode_image(buffer.getvalue(), "palette").mode == "RGB"
+    webp = decode_image(image_bytes((250, 5, 5), fmt="WEBP"), "webp")
     assert webp.mode == "RGB" and webp.getpixel((3, 3))[0] > 200
+
+
+def test_a_file_decodes_like_its_bytes_and_errors_name_the_image(tmp_path):
+    path = tmp_path / "x.jpg"
+    path.write_bytes(image_bytes((10, 200, 30), fmt="JPEG"))
+    assert decode_image(path, str(path)).tobytes() == decode_image(path.read_bytes(), "x").tobytes()
+    with pytest.raises(BadSample, match=r"corrupt image: cannot decode shard.tar:k: not in an image format"):
+        decode_image(b"not an image", "shard.tar:k")
+    with pytest.raises(BadSample, match=r"missing file: cannot read .*gone.png: No such file") as info:
+        decode_image(tmp_path / "gone.png", str(tmp_path / "gone.png"))
+    assert info.value.reason == "missing_file"

@@ -1,3 +1,4 @@
+import io
 import tarfile
 from pathlib import Path
 
@@ -72,6 +73,21 @@ def test_read_back_groups_members_by_key(tmp_path):
     assert find_image(samples[2].members) == ("png", b"\x02\x02\x02")
     assert split_member_name("dir/000000012.seg.JPG") == ("dir/000000012", "seg.jpg")
 
+
+
+def test_members_group_as_webdataset_groups_them_skipping_names_of_no_sample(tmp_path: Path):
+    # macOS's tar writes a `._NAME` resource fork before each file; a README has no extension. Keying these
+    # (rather than skipping them, as webdataset does) would cut every sample in two around its forks.
+    names = ["README", "./._k0.jpg", "./k0.jpg", "./._k0.txt", "./k0.txt", "./._k1.jpg", "./k1.jpg", "./k1.txt"]
+    with tarfile.open(tmp_path / "mac.tar", "w") as tar:
+        for name in names:
+            info = tarfile.TarInfo(name)
+            info.size = len(name)
+            tar.addfile(info, io.BytesIO(name.encode()))
+    samples = list(read_shard(tmp_path / "mac.tar"))
+    assert [(s.key, s.members) for s in samples] == [("./k0", {"jpg": b"./k0.jpg", "txt": b"./k0.txt"}),
+                                                     ("./k1", {"jpg": b"./k1.jpg", "txt": b"./k1.txt"})]
+    assert split_member_name("d/._k0.jpg") is None and split_member_name("d/README") is None
 
 @pytest.mark.parametrize("cut, complete", [(10240 + 700, 2), (10240, 2), (9216 + 512, 2), (4608 + 1024, 1), (4608, 0)])
 def test_truncated_shard_yields_complete_samples_then_raises(tmp_path, cut, complete):

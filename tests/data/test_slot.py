@@ -56,4 +56,5 @@ def test_skip_warnings_are_rate_limited_and_name_shard_and_key(tmp_path: Path, c
     assert len(caplog.records) == 1
     message = caplog.records[0].getMessage()  # not PIL's "cannot identify image file <_io.BytesIO object at 0x...>"
     assert re.fullmatch(rf"data: skipped sample \d{{3}} in shard {re.escape(str(tmp_path / 'bad.tar'))}: "
-                        r"corrupt image: not in an image format PIL can read", message.split(" (")[0]), message
+                        r"corrupt image: cannot decode the image member: not in an image format PIL can read",
+                        message.split(" (")[0]), message
