@@ -38,10 +38,10 @@ faults: $(STAMP)
 
 # Benchmarks print tables of figures measured side by side in one run; docs/benchmarks.md records them.
 bench: $(STAMP) demo-data
-	$(BIN)/python -m data.benchmark
-	$(BIN)/python -m losses.benchmark --quick
-	$(BIN)/python -m eval.benchmark --quick
-	$(BIN)/python -m contrastive.benchmark
+	$(BIN)/python benchmarks/loader_throughput.py
+	$(BIN)/python benchmarks/loss_step_cost.py --quick
+	$(BIN)/python benchmarks/eval_throughput.py --quick
+	$(BIN)/python benchmarks/training_throughput.py
 	$(BIN)/python benchmarks/stop_latency.py -c demo
 	$(BIN)/python benchmarks/startup.py
 
@@ -58,7 +58,7 @@ $(PEERS_STAMP): Makefile
 	touch $@
 
 bench-peers: $(STAMP) $(PEERS_STAMP) demo-data
-	$(BIN)/python -m contrastive.bench_peers --peer-python $(PEERS)/bin/python
+	$(BIN)/python benchmarks/versus_openclip.py --peer-python $(PEERS)/bin/python
 
 clean:
 	rm -rf $(VENV) $(PEERS) $(DEMO_DATA) runs build *.egg-info

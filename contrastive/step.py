@@ -1,4 +1,5 @@
-"""One optimisation step's forward and backward, with or without gradient accumulation.
+"""One optimisation step: forward and backward, with or without gradient accumulation, then gradient clipping, one
+agreement between the ranks (was a stop requested? is the loss or the gradient non-finite?) and the update.
 
 Accumulation keeps the contrastive batch whole (OpenCLIP's accum-freq idea): the micro-batches'
 representations are computed without grad, the loss is taken over the full batch, and each micro-batch
@@ -8,18 +9,71 @@ gradient equals the non-accumulated one.
 """
 from __future__ import annotations
 
+import contextlib
 from contextlib import AbstractContextManager
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Optional
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
+from contrastive import sharding, stopping
 from contrastive.distributed import average_gradients
 from contrastive.rng import rng_state, set_rng_state
 
+Autocast = Callable[[], AbstractContextManager]
+
+
+def autocast_dtype(precision: str) -> Optional[torch.dtype]:
+    """The autocast dtype of a train.precision: bfloat16 for bf16, None (no autocast) for fp32."""
+    return torch.bfloat16 if precision == "bf16" else None
+
+
+def autocast_for(precision: str, device: torch.device) -> Autocast:
+    dtype = autocast_dtype(precision)
+    if dtype is None:
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device.type, dtype=dtype)
+
+
+@dataclass(frozen=True)
+class StepResult:
+    out: dict[str, torch.Tensor]  # the loss's outputs
+    grad_norm: torch.Tensor  # before clipping
+    stop: bool  # a stop was requested, on some rank
+    skipped: bool  # the loss or the gradient was non-finite on some rank, so no rank updated
+
+    @property
+    def metrics(self) -> dict[str, torch.Tensor]:
+        return {**self.out, "grad_norm": self.grad_norm}
+
+
+def train_step(model: nn.Module, wrapped: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
+               tokens: torch.Tensor, lr: float, autocast: Autocast, accum_steps: int = 1,
+               clip_grad: float = 0.0) -> StepResult:
+    """`clip_grad` is the maximum gradient norm, 0 for no clipping; see forward_backward for the rest."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    out = forward_backward(model, wrapped, images, tokens, autocast, accum_steps)
+    max_norm = clip_grad if clip_grad > 0 else float("inf")
+    grad_norm = sharding.full_tensor(nn.utils.clip_grad_norm_(model.parameters(), max_norm))
+    loss = out["loss"].detach()
+    # One small all-reduce, one host sync per step: the stop flag and a non-finite loss or gradient,
+    # so that every rank stops, or skips the update, at the same step.
+    flags = torch.stack([torch.tensor(float(stopping.stop_requested()), device=loss.device),
+                         (~torch.isfinite(loss) | ~torch.isfinite(grad_norm)).float()])
+    if dist.is_initialized():
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    stop, skipped = (bool(v) for v in flags.tolist())
+    if not skipped:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return StepResult(out, grad_norm, stop, skipped)
+
 
 def forward_backward(model: nn.Module, wrapped: nn.Module, images: torch.Tensor, tokens: torch.Tensor,
-                     autocast: Callable[[], AbstractContextManager], accum_steps: int = 1) -> dict[str, torch.Tensor]:
+                     autocast: Autocast, accum_steps: int = 1) -> dict[str, torch.Tensor]:
     """`model` is the ContrastiveModel, `wrapped` the module that syncs gradients (DDP) or the model itself."""
     if accum_steps == 1:
         with autocast():
@@ -31,7 +85,7 @@ def forward_backward(model: nn.Module, wrapped: nn.Module, images: torch.Tensor,
 
 
 def _accumulated(model: nn.Module, wrapped: nn.Module, images: torch.Tensor, tokens: torch.Tensor,
-                 autocast: Callable[[], AbstractContextManager], accum_steps: int) -> dict[str, torch.Tensor]:
+                 autocast: Autocast, accum_steps: int) -> dict[str, torch.Tensor]:
     if images.shape[0] % accum_steps:
         raise ValueError(f"local batch {images.shape[0]} is not divisible by train.accum_steps={accum_steps}")
     image_chunks, token_chunks = images.chunk(accum_steps), tokens.chunk(accum_steps)
@@ -50,17 +104,12 @@ def _accumulated(model: nn.Module, wrapped: nn.Module, images: torch.Tensor, tok
     out["loss"].backward()
     sizes = [c.shape[0] for c in image_chunks]
     image_grads, text_grads = image_all.grad.split(sizes), text_all.grad.split(sizes)
-    no_sync = getattr(wrapped, "no_sync", None)
+    no_sync = getattr(wrapped, "no_sync", contextlib.nullcontext)
     for k, (im, tk) in enumerate(zip(image_chunks, token_chunks)):
         set_rng_state(rng_before[k])
-        with no_sync() if no_sync else _nothing(), autocast():
+        with no_sync(), autocast():
             image_repr, text_repr = wrapped(im, tk)
-        with no_sync() if no_sync else _nothing():
+        with no_sync():
             torch.autograd.backward((image_repr, text_repr), (image_grads[k], text_grads[k]))
     average_gradients([p for p in model.parameters() if p.requires_grad])
     return out
-
-
-class _nothing(AbstractContextManager):
-    def __exit__(self, *exc: object) -> None:
-        return None

@@ -5,20 +5,18 @@ resume from RUN_DIR/checkpoints/latest (model, optimizer, every rank's data-stre
 """
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
-import torch.distributed as dist
 from contrastive import sharding, stopping
 from contrastive.checkpoint import Checkpointer, load_checkpoint
 from contrastive.config import Config, ConfigError, diff, from_yaml_text, import_plugins, to_yaml
 from contrastive.distributed import DistEnv, all_gather_objects, barrier, init_distributed
 from contrastive.errors import CheckpointError, TrainingDiverged
-from contrastive.evaluate import (EvalDatasets, LoadedRun, evaluate_model, has_evaluators, load_model,
+from contrastive.evaluate import (LoadedRun, TaskSpecs, evaluate_model, has_evaluators, load_model,
                                   missing_evaluations, results_path)
 from contrastive.logger import EARLY_LINES, TrainLogger, merge_counts, start_banner
 from contrastive.model import ContrastiveModel, build_model
@@ -26,7 +24,7 @@ from contrastive.optim import build_optimizer
 from contrastive.preflight import preflight, run_tokenizer, train_loader
 from contrastive.rng import rng_state, set_rng_state
 from contrastive.schedule import lr_at
-from contrastive.step import forward_backward
+from contrastive.step import Autocast, autocast_for, train_step
 from data.atomic import atomic_write_bytes
 from data.loader import StreamLoader
 from data.tokenizer import Tokenizer
@@ -86,23 +84,36 @@ def train(cfg: Config, allow_config_change: bool = False, check_paths: bool = Tr
     if env.is_main:
         print(start_banner(cfg, env, model, sum(map(len, loader.sources)), start_step), flush=True)
 
-    autocast = _autocast(cfg.train.precision, env.device)
     logger = TrainLogger(run_dir, env.is_main, cfg.train.steps, cfg.train.batch_size)
     try:
-        return _loop(cfg, env, model, wrapped, optimizer, loader, checkpointer, logger, autocast, tokenizer,
-                     start_step)
+        return _loop(_Training(cfg, env, model, wrapped, optimizer, loader, checkpointer, logger,
+                               autocast_for(cfg.train.precision, env.device), tokenizer, start_step))
     finally:
         logger.close()
 
 
-def _loop(cfg: Config, env: DistEnv, model: ContrastiveModel, wrapped: torch.nn.Module,
-          optimizer: torch.optim.Optimizer, loader: StreamLoader, checkpointer: Checkpointer,
-          logger: TrainLogger, autocast: Any, tokenizer: Tokenizer, start_step: int) -> TrainResult:
-    t = cfg.train
-    batches = iter(loader)
+@dataclass(frozen=True)
+class _Training:
+    """What `train` builds for the loop."""
+    cfg: Config
+    env: DistEnv
+    model: ContrastiveModel
+    wrapped: torch.nn.Module  # the model as sharding.distribute wrapped it
+    optimizer: torch.optim.Optimizer
+    loader: StreamLoader
+    checkpointer: Checkpointer
+    logger: TrainLogger
+    autocast: Autocast
+    tokenizer: Tokenizer
+    start_step: int
+
+
+def _loop(run: _Training) -> TrainResult:
+    cfg, env, logger, t = run.cfg, run.env, run.logger, run.cfg.train
+    batches = iter(run.loader)
     bad_in_a_row = 0
-    step = start_step
-    model.train()
+    step = run.start_step
+    run.model.train()
     while step < t.steps:
         t0 = time.perf_counter()
         batch = next(batches)
@@ -110,20 +121,9 @@ def _loop(cfg: Config, env: DistEnv, model: ContrastiveModel, wrapped: torch.nn.
         images = batch.images.to(env.device, non_blocking=True)
         tokens = batch.tokens.to(env.device, non_blocking=True)
         lr = lr_at(step, cfg.optim.lr, cfg.optim.warmup_steps, t.steps, cfg.optim.min_lr_ratio)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-
-        out = forward_backward(model, wrapped, images, tokens, autocast, t.accum_steps)
-        max_norm = cfg.optim.clip_grad if cfg.optim.clip_grad > 0 else float("inf")
-        grad_norm = sharding.full_tensor(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
-        # One small all-reduce, one host sync per step: the stop flag and a non-finite loss or gradient,
-        # so that every rank stops, or skips the update, at the same step.
-        flags = torch.stack([torch.tensor(float(stopping.stop_requested()), device=env.device),
-                             (~torch.isfinite(out["loss"].detach()) | ~torch.isfinite(grad_norm)).float()])
-        if dist.is_initialized():
-            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-        stop, bad = (bool(v) for v in flags.tolist())
-        if bad:
+        result = train_step(run.model, run.wrapped, run.optimizer, images, tokens, lr, run.autocast, t.accum_steps,
+                            cfg.optim.clip_grad)
+        if result.skipped:
             bad_in_a_row += 1
             logger.bad_steps_total += 1
             if env.is_main:
@@ -132,34 +132,35 @@ def _loop(cfg: Config, env: DistEnv, model: ContrastiveModel, wrapped: torch.nn.
             if bad_in_a_row >= t.max_bad_steps:
                 raise TrainingDiverged(f"{bad_in_a_row} consecutive steps with a non-finite loss or gradient "
                                        f"(train.max_bad_steps={t.max_bad_steps}); the last good checkpoint "
-                                       f"{checkpointer.latest()} is intact")
+                                       f"{run.checkpointer.latest()} is intact")
         else:
             bad_in_a_row = 0
-            optimizer.step()
-            logger.update({**out, "grad_norm": grad_norm}, data_wait)
-        optimizer.zero_grad(set_to_none=True)
+            logger.update(result.metrics, data_wait)
         step += 1
 
+        stop = result.stop
         if step % t.log_every == 0 or step == t.steps:
-            logger.log(step, lr, merge_counts(all_gather_objects(loader.skipped())))
-        elif step - start_step in EARLY_LINES:
+            logger.log(step, lr, merge_counts(all_gather_objects(run.loader.skipped())))
+        elif step - run.start_step in EARLY_LINES:
             logger.show(step, lr)
         if cfg.eval.every_steps and step % cfg.eval.every_steps == 0 and step < t.steps and not stop:
-            stop = _evaluate(cfg, env, _eval_model(cfg, env, model, tokenizer), tokenizer, logger, step)
+            stop = _evaluate(cfg, env, _eval_model(cfg, env, run.model, run.tokenizer), run.tokenizer, logger, step)
         if step % t.checkpoint_every == 0 or step == t.steps or stop:
-            saved = save(checkpointer, step, model, optimizer, loader, env, cfg, final=step == t.steps)
+            saved = save(run.checkpointer, step, run.model, run.optimizer, run.loader, env, cfg,
+                         final=step == t.steps)
         if stop:
             if env.is_main:
                 how = f"stop requested ({stopping.signal_name(stopping.stop_signal())})"
                 print(f"{how}: checkpoint written at step {step}, exiting; `contrastive train {cfg.run_dir}` "
                       "resumes" if saved else
                       f"{how} at step {step}, whose checkpoint failed; exiting, the run resumes from "
-                      f"{checkpointer.latest()}", flush=True)
+                      f"{run.checkpointer.latest()}", flush=True)
             return TrainResult(step=step, finished=False, stopped_by_signal=True)
-    if has_evaluators(cfg) and _evaluate(cfg, env, _eval_model(cfg, env, model, tokenizer), tokenizer, logger, step):
+    if has_evaluators(cfg) and _evaluate(cfg, env, _eval_model(cfg, env, run.model, run.tokenizer), run.tokenizer,
+                                         logger, step):
         return _stopped_in_final_evaluation(cfg, env, step)
     if env.is_main:
-        print(f"training finished at step {step}: {checkpointer.path(step)}", flush=True)
+        print(f"training finished at step {step}: {run.checkpointer.path(step)}", flush=True)
     return TrainResult(step=step, finished=True)
 
 
@@ -170,7 +171,7 @@ def _eval_model(cfg: Config, env: DistEnv, model: ContrastiveModel, tokenizer: T
 
 
 def _evaluate(cfg: Config, env: DistEnv, model: Optional[ContrastiveModel], tokenizer: Tokenizer,
-              logger: TrainLogger, step: int, datasets: Optional[EvalDatasets] = None) -> bool:
+              logger: TrainLogger, step: int, tasks: Optional[TaskSpecs] = None) -> bool:
     """Rank 0 evaluates (the other ranks wait); a stop signal ends the evaluation at once, nothing half-written.
     True, on every rank, if it was stopped."""
     stopped = False
@@ -178,7 +179,7 @@ def _evaluate(cfg: Config, env: DistEnv, model: Optional[ContrastiveModel], toke
         try:
             with stopping.raising_on_stop():
                 metrics = evaluate_model(model, tokenizer, cfg, env.device, step, Path(cfg.run_dir),
-                                         datasets=datasets)
+                                         tasks=tasks)
             logger.scalars(metrics, step)
             print("\n".join([f"evaluation at step {step}: {results_path(Path(cfg.run_dir), step)}",
                               *metric_lines(headline(metrics))]), flush=True)
@@ -201,15 +202,15 @@ def _already_finished(cfg: Config, env: DistEnv, checkpoint: Path) -> TrainResul
     run_dir = Path(cfg.run_dir)
     step = Checkpointer.step_of(checkpoint)
     missing = missing_evaluations(cfg, run_dir, step)
-    if any(missing):
+    if missing:
         tokenizer = run_tokenizer(cfg)
         model = load_model(LoadedRun(cfg, run_dir, tokenizer), checkpoint, env.device)[0] if env.is_main else None
         logger = TrainLogger(run_dir, env.is_main, cfg.train.steps, cfg.train.batch_size)
         try:
             if env.is_main:
                 print(f"{run_dir} finished at step {step}; evaluating what its results lack: "
-                      f"{', '.join(name for datasets in missing for name in datasets)}", flush=True)
-            if _evaluate(cfg, env, model, tokenizer, logger, step, datasets=missing):
+                      f"{', '.join(missing)}", flush=True)
+            if _evaluate(cfg, env, model, tokenizer, logger, step, tasks=missing):
                 return _stopped_in_final_evaluation(cfg, env, step)
         finally:
             logger.close()
@@ -237,6 +238,7 @@ def save(checkpointer: Checkpointer, step: int, model: ContrastiveModel, optimiz
                 "data": [r["data"] for r in per_rank],
                 "rng": [r["rng"] for r in per_rank],
                 "config": to_yaml(cfg),
+                "tokenizer": (Path(cfg.run_dir) / "tokenizer.json").read_text(encoding="utf-8"),  # self-describing
             })
         except CheckpointError as e:
             failure = str(e)
@@ -284,9 +286,3 @@ def check_resume_config(run_dir: Path, cfg: Config, allow_config_change: bool) -
         lines = "\n".join(f"  {k}: {old!r} (saved) -> {new!r}" for k, (old, new) in changed.items())
         raise ConfigError(f"config error: {run_dir} holds a run with a different config; resuming would change it:\n"
                           f"{lines}\n  use a new run_dir, or pass --allow-config-change to resume anyway")
-
-
-def _autocast(precision: str, device: torch.device) -> Any:
-    if precision == "bf16":
-        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext

@@ -9,11 +9,9 @@ import importlib
 import pkgutil
 
 from losses.base import ContrastiveLoss
-from losses.registry import MODEL_SUPPLIED, arguments, build, describe, get, names, register, resolve, supplied
+from losses.registry import MODEL_SUPPLIED, build, get, names, register, supplied
 
 for _module in pkgutil.iter_modules(__path__):
-    if _module.name != "benchmark":  # a command, not a loss
-        importlib.import_module(f"{__name__}.{_module.name}")
+    importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["MODEL_SUPPLIED", "ContrastiveLoss", "arguments", "build", "describe", "get", "names", "register",
-           "resolve", "supplied"]
+__all__ = ["MODEL_SUPPLIED", "ContrastiveLoss", "build", "get", "names", "register", "supplied"]

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from contrastive import stopping, train as train_module
+from contrastive import step as step_module, stopping
 from contrastive.checkpoint import Checkpointer, load_checkpoint
 from contrastive.config import ConfigError
 from contrastive.evaluate import load_model, load_run
@@ -26,7 +26,7 @@ def latest_weights(run_dir: Path) -> dict[str, torch.Tensor]:
 def fail_on_call(monkeypatch, n: int, action):
     """Make the n-th call (1-based) of the training step run `action` first."""
     calls = {"n": 0}
-    original = train_module.forward_backward
+    original = step_module.forward_backward
 
     def patched(*args, **kwargs):
         calls["n"] += 1
@@ -34,7 +34,7 @@ def fail_on_call(monkeypatch, n: int, action):
             action()
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "forward_backward", patched)
+    monkeypatch.setattr(step_module, "forward_backward", patched)
 
 
 def test_a_run_writes_its_config_tokenizer_checkpoints_and_tensorboard(tmp_path):
@@ -100,7 +100,7 @@ def test_resume_refuses_a_changed_config_unless_allowed(tmp_path):
 
 def _nan_loss_from(monkeypatch, first_bad_call: int, last_bad_call: int):
     calls = {"n": 0}
-    original = train_module.forward_backward
+    original = step_module.forward_backward
 
     def patched(model, *args, **kwargs):
         calls["n"] += 1
@@ -111,7 +111,7 @@ def _nan_loss_from(monkeypatch, first_bad_call: int, last_bad_call: int):
                     p.grad.fill_(float("nan"))
         return out
 
-    monkeypatch.setattr(train_module, "forward_backward", patched)
+    monkeypatch.setattr(step_module, "forward_backward", patched)
 
 
 def test_non_finite_steps_skip_the_update_and_the_run_goes_on(tmp_path, monkeypatch, capsys):
@@ -138,7 +138,7 @@ def _stop_on_rank1(root: str) -> tuple[int, bool]:
 
     cfg = tiny_config(Path(root), "train.steps=8", "train.checkpoint_every=100")
     calls = {"n": 0}
-    original = train_module.forward_backward
+    original = step_module.forward_backward
 
     def patched(*args, **kwargs):
         calls["n"] += 1
@@ -146,7 +146,7 @@ def _stop_on_rank1(root: str) -> tuple[int, bool]:
             stopping.request_stop()
         return original(*args, **kwargs)
 
-    train_module.forward_backward = patched
+    step_module.forward_backward = patched
     result = train(cfg)
     return result.step, result.stopped_by_signal
 

@@ -1,14 +1,14 @@
 """Side by side with OpenCLIP (open-clip-torch 3.3.0): `make bench-peers`, or
 
-    .venv/bin/python -m contrastive.bench_peers --peer-python .venv-peers/bin/python [--quick]
+    .venv/bin/python benchmarks/versus_openclip.py --peer-python .venv-peers/bin/python [--quick]
 
-Two long-lived processes, this project's (`--serve`) and OpenCLIP's (contrastive/bench_openclip_side.py, run by
-the peer venv's Python), answer the same JSON requests in turn, so every pair of figures is measured in one run
+Two long-lived processes, this project's (`--serve`) and OpenCLIP's (benchmarks/openclip_side.py, run by the
+peer venv's Python), answer the same JSON requests in turn, so every pair of figures is measured in one run
 under the same machine load, alternating, best of `--rounds`. Identical work on both sides:
 - training step on synthetic in-memory batches (same tensors: same seed, same torch): model + loss + AdamW
   (same hyper-parameters, gradient clipping at optim.clip_grad) + each codebase's per-step loop overhead; the
   model shapes of our config, built for OpenCLIP as a model config dict; fp32 and bf16 autocast
-  (OpenCLIP's --precision amp_bf16); CLIP and SigLIP losses. Ours mirrors the step of contrastive.train._loop,
+  (OpenCLIP's --precision amp_bf16); CLIP and SigLIP losses. Ours is the loop's own contrastive.step.train_step,
   OpenCLIP's is its own open_clip_train.train.train_one_epoch;
 - zero-shot classification end to end on in-memory images (classifier from class prompts with each codebase's
   tokenizer, image encoding, logits, metrics) with the tiny model;
@@ -18,7 +18,6 @@ Our step's FLOPs are counted (torch.utils.flop_counter) and set against the meas
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import subprocess
 import sys
@@ -30,23 +29,22 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from contrastive import sharding, stopping
-from contrastive.benchmark import matmul_peak_gflops
 from contrastive.config import Config, load_config
 from contrastive.image_tower import ImageTower
 from contrastive.logger import TrainLogger
 from contrastive.model import build_model
 from contrastive.optim import build_optimizer
 from contrastive.schedule import lr_at
-from contrastive.step import forward_backward
-from data.benchmark import OUTPUT_PX, SOURCE_PX, write_jpeg_shards
+from contrastive.step import autocast_dtype, autocast_for, forward_backward, train_step
 from data.loader import StreamLoader
 from data.tokenizer import Tokenizer, train_bpe
-from eval.classification_data import ClassificationSet
 from eval.metrics import retrieval_metrics
 from eval.prompts import fill, imagenet_classnames, template_set
 from eval.runtime import Runtime
-from eval.zeroshot import evaluate_zeroshot
+from eval.zeroshot import ClassificationSet, evaluate_zeroshot
+from loader_throughput import OUTPUT_PX, SOURCE_PX, write_jpeg_shards
+from training_throughput import matmul_peak_gflops
+from versus_openclip_inputs import retrieval_embeddings, synthetic_batch
 
 CLIP_VOCAB = 49408  # OpenCLIP's tokenizer emits CLIP's ids, so where it tokenizes both models get CLIP's vocabulary
 # (config, global batch, vocabulary): the demo's tiny towers and ViT-B/32 with CLIP's vocabulary.
@@ -73,16 +71,6 @@ def spec(cfg: Config, vocab: int) -> dict[str, Any]:
                      "vocab": vocab}}
 
 
-def synthetic_batch(spec_: dict[str, Any], batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Identical to bench_openclip_side.synthetic_batch (the peer script cannot import the project)."""
-    g = torch.Generator().manual_seed(1)
-    size, length, vocab = spec_["image"]["image_size"], spec_["text"]["context_length"], spec_["text"]["vocab"]
-    images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=g)
-    tokens = torch.randint(1, vocab, (batch, length), generator=g)
-    tokens[:, length // 2:] = 0
-    return images, tokens
-
-
 class OurStep:
     """The per-step work of contrastive.train._loop on one process, minus data loading and checkpoints."""
 
@@ -91,22 +79,15 @@ class OurStep:
         torch.manual_seed(0)
         self.model = build_model(cfg.model, cfg.loss, vocab_size=req["spec"]["text"]["vocab"], pad_id=pad_id)
         self.optimizer = build_optimizer(self.model, cfg.optim)
-        self.autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if req["precision"] == "bf16" \
-            else contextlib.nullcontext
+        self.autocast = autocast_for(req["precision"], torch.device("cpu"))
         self.logger = TrainLogger(log_dir, enabled=False, total_steps=10**6, global_batch=req["batch"])
 
     def __call__(self, index: int, images: torch.Tensor, tokens: torch.Tensor) -> None:
         optim = self.cfg.optim
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr_at(index, optim.lr, optim.warmup_steps, 10**6, optim.min_lr_ratio)
-        out = forward_backward(self.model, self.model, images, tokens, self.autocast)
-        grad_norm = sharding.full_tensor(torch.nn.utils.clip_grad_norm_(self.model.parameters(), optim.clip_grad))
-        flags = torch.stack([torch.tensor(float(stopping.stop_requested())),
-                             (~torch.isfinite(out["loss"].detach()) | ~torch.isfinite(grad_norm)).float()])
-        flags.tolist()  # the loop's one host sync per step
-        self.optimizer.step()
-        self.logger.update({**out, "grad_norm": grad_norm}, 0.0)
-        self.optimizer.zero_grad(set_to_none=True)
+        lr = lr_at(index, optim.lr, optim.warmup_steps, 10**6, optim.min_lr_ratio)
+        result = train_step(self.model, self.model, self.optimizer, images, tokens, lr, self.autocast,
+                            clip_grad=optim.clip_grad)
+        self.logger.update(result.metrics, 0.0)
 
     def gflop(self, images: torch.Tensor, tokens: torch.Tensor) -> float:
         with FlopCounterMode(display=False) as counter:
@@ -114,7 +95,7 @@ class OurStep:
         return counter.get_total_flops() / 1e9
 
 
-def train_step(req: dict[str, Any]) -> dict[str, float]:
+def synthetic_train_step(req: dict[str, Any]) -> dict[str, float]:
     images, tokens = synthetic_batch(req["spec"], req["batch"])
     with tempfile.TemporaryDirectory() as tmp:
         step = OurStep(req, Path(tmp))
@@ -164,22 +145,21 @@ def zeroshot(req: dict[str, Any]) -> dict[str, float]:
     data = ClassificationSet(Path("in-memory"), req["classnames"], req["templates"], list(zip(images, labels)),
                              req["images"])
     runtime = Runtime(torch.device("cpu"), batch_size=req["batch"], workers=0,
-                      autocast_dtype=torch.bfloat16 if req["precision"] == "bf16" else None)
+                      autocast_dtype=autocast_dtype(req["precision"]))
     start = time.perf_counter()
     evaluate_zeroshot(model, tokenizer, data, runtime)
     return {"s": time.perf_counter() - start}
 
 
 def retrieval(req: dict[str, Any]) -> dict[str, float]:
-    g = torch.Generator().manual_seed(2)  # the same embeddings as bench_openclip_side.retrieval_embeddings
-    image = torch.nn.functional.normalize(torch.randn(req["n"], req["dim"], generator=g), dim=-1)
-    text = torch.nn.functional.normalize(image + 0.5 * torch.randn(req["n"], req["dim"], generator=g), dim=-1)
+    image, text = retrieval_embeddings(req["n"], req["dim"])
     start = time.perf_counter()
     retrieval_metrics(100.0 * image @ text.T, torch.arange(req["n"]))
     return {"s": time.perf_counter() - start}
 
 
-TASKS = {"train_step": train_step, "train_with_data": train_with_data, "zeroshot": zeroshot, "retrieval": retrieval}
+TASKS = {"train_step": synthetic_train_step, "train_with_data": train_with_data, "zeroshot": zeroshot,
+         "retrieval": retrieval}
 
 
 def serve() -> None:
@@ -230,9 +210,9 @@ def main() -> None:
     models = MODELS[:1] if args.quick else MODELS
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; MFU against the matmul peak (2048^2) "
           "measured right after each row's timings", flush=True)
-    peer_script = str(Path(__file__).with_name("bench_openclip_side.py"))
-    sides = (Side("ours", [sys.executable, "-m", "contrastive.bench_peers", "--serve"]),
-             Side("OpenCLIP", [args.peer_python, peer_script]))
+    here = Path(__file__).resolve()
+    sides = (Side("ours", [sys.executable, str(here), "--serve"]),
+             Side("OpenCLIP", [args.peer_python, str(here.with_name("openclip_side.py"))]))
     try:
         print(f"{'training step':<30}{'ours/OpenCLIP':>14}{'ours samples/s':>16}{'OpenCLIP samples/s':>20}"
               f"{'our GFLOP/s':>13}{'our MFU':>9}{'peak':>7}", flush=True)

@@ -1,4 +1,4 @@
-"""Tiny models that satisfy the evaluator protocol, for tests and `python -m eval.benchmark`.
+"""Tiny models that satisfy the evaluator protocol, for tests and benchmarks/eval_throughput.py.
 
 They "see" colour: an image is its mean RGB (or, for the Llip-like model, the mean RGB of each of K
 horizontal stripes), and a text is the sum of the RGB vectors of the colour words it contains. So a red

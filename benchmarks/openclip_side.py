@@ -1,4 +1,4 @@
-"""OpenCLIP's side of `python -m contrastive.bench_peers`: run as a script by the peer venv's Python (it imports
+"""OpenCLIP's side of benchmarks/versus_openclip.py: run as a script by the peer venv's Python (it imports
 open_clip, which the project never does, and nothing of the project). It reads one JSON request per line on
 stdin and answers one JSON line on stdout, so the two sides alternate in one run without restarting.
 
@@ -28,6 +28,7 @@ from open_clip_train.scheduler import cosine_lr
 from open_clip_train.train import get_clip_metrics, train_one_epoch
 import open_clip_train.zero_shot
 from open_clip_train.zero_shot import run as zero_shot_run
+from versus_openclip_inputs import retrieval_embeddings, synthetic_batch
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -124,7 +125,7 @@ def train_with_data(req: dict[str, Any]) -> dict[str, float]:
 
 class TimedBatches:
     """A loader for train_one_epoch that notes when each batch was asked for and when it came
-    (the project's side times its loader the same way, in contrastive.bench_peers.train_with_data)."""
+    (the project's side times its loader the same way, in versus_openclip.train_with_data)."""
 
     def __init__(self, loader: Any, num_batches: int, num_samples: int):
         self.loader, self.num_batches, self.num_samples, self.dataloader = loader, num_batches, num_samples, self
@@ -147,16 +148,6 @@ class TimedBatches:
         elapsed = self.asked[-1] - self.asked[warmup]
         waited = sum(got - asked for asked, got in zip(self.asked[warmup:], self.arrived[warmup:]))
         return {"s_per_step": elapsed / (self.num_batches - warmup), "data_wait": waited / elapsed}
-
-
-def synthetic_batch(spec: dict[str, Any], batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The same tensors as the project's side draws (same seed, same torch)."""
-    g = torch.Generator().manual_seed(1)
-    size, length, vocab = spec["image"]["image_size"], spec["text"]["context_length"], spec["text"]["vocab"]
-    images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=g)
-    tokens = torch.randint(1, vocab, (batch, length), generator=g)
-    tokens[:, length // 2:] = 0
-    return images, tokens
 
 
 def zeroshot(req: dict[str, Any]) -> dict[str, float]:
@@ -191,13 +182,6 @@ def retrieval(req: dict[str, Any]) -> dict[str, float]:
     start = time.perf_counter()
     get_clip_metrics(image, text, torch.tensor(100.0))
     return {"s": time.perf_counter() - start}
-
-
-def retrieval_embeddings(n: int, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(2)
-    image = torch.nn.functional.normalize(torch.randn(n, dim, generator=g), dim=-1)
-    text = torch.nn.functional.normalize(image + 0.5 * torch.randn(n, dim, generator=g), dim=-1)
-    return image, text
 
 
 TASKS = {"train_step": train_step, "train_with_data": train_with_data, "zeroshot": zeroshot, "retrieval": retrieval}

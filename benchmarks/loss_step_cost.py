@@ -1,7 +1,7 @@
 """Cost of one loss step (forward + backward) per rank, on CPU with gloo, every rank one thread.
 
-    python -m losses.benchmark            # about 5 minutes on 2 cores
-    python -m losses.benchmark --quick    # small sizes only, to check that it runs
+    python benchmarks/loss_step_cost.py            # about 5 minutes on 2 cores
+    python benchmarks/loss_step_cost.py --quick    # small sizes only, to check that it runs
 
 Three tables, each measured side by side in one run:
   1. dot-product losses at W = 2 versus the per-device batch b: clip, siglip with ring, siglip with
@@ -183,7 +183,7 @@ def main() -> None:
     batches = [64, 256] if args.quick else [64, 256, 1024, 4096]
     worlds = {2: 256, 4: 256} if args.quick else {2: 1024, 4: 1024, 8: 512}
     llip_batch = 32 if args.quick else 128
-    print(f"# losses.benchmark on {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+    print(f"# benchmarks/loss_step_cost.py on {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"torch {torch.__version__}, gloo, 1 thread per rank; load average at start {_load()}\n")
 
     dot = [("clip", {}), ("siglip", {"exchange": "ring"}), ("siglip", {"exchange": "all_gather"})]

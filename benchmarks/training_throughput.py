@@ -1,6 +1,6 @@
 """Training throughput: samples/s and achieved GFLOP/s of the training step, against the machine's matmul peak.
 
-    python -m contrastive.benchmark [--configs demo clip_b32] [--steps 5]
+    python benchmarks/training_throughput.py [--configs demo clip_b32] [--steps 5]
 
 For each config and precision (fp32, bf16), in one run:
 - the step on synthetic in-memory batches (model + loss + AdamW, no data): seconds per step, samples/s, and
@@ -12,7 +12,6 @@ For each config and precision (fp32, bf16), in one run:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import tempfile
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from contrastive.config import Config, load_config
 from contrastive.model import build_model
 from contrastive.optim import build_optimizer
-from contrastive.step import forward_backward
+from contrastive.step import autocast_for, forward_backward
 
 BATCH = {"demo": 128, "clip_b32": 16}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -48,17 +47,13 @@ def synthetic_batch(cfg: Config, batch: int, vocab: int) -> tuple[torch.Tensor, 
     return images, tokens
 
 
-def autocast_for(precision: str):
-    return (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if precision == "bf16" else contextlib.nullcontext
-
-
 def step_benchmark(cfg: Config, precision: str, batch: int, steps: int) -> dict[str, float]:
     torch.manual_seed(0)
     vocab = 1000
     model = build_model(cfg.model, cfg.loss, vocab_size=vocab, pad_id=0)
     optimizer = build_optimizer(model, cfg.optim)
     images, tokens = synthetic_batch(cfg, batch, vocab)
-    autocast = autocast_for(precision)
+    autocast = autocast_for(precision, torch.device("cpu"))
     with FlopCounterMode(display=False) as counter:
         forward_backward(model, model, images, tokens, autocast)
     optimizer.zero_grad(set_to_none=True)

@@ -1,6 +1,6 @@
 """Loader throughput: StreamLoader against a plain webdataset pipeline doing the same work.
 
-    python -m data.benchmark [--samples 3072] [--batches 15] [--rounds 3]
+    python benchmarks/loader_throughput.py [--samples 3072] [--batches 15] [--rounds 3]
 
 Both pipelines read the same 256 x 256 px JPEG shards (written to a temp dir) and do the same work
 per sample: decode, RandomResizedCrop(224, scale=(0.9, 1.0), bicubic) to uint8, tokenise the caption

@@ -1,9 +1,9 @@
-"""Evaluator throughput on this machine: `python -m eval.benchmark [--quick]`.
+"""Evaluator throughput on this machine: `python benchmarks/eval_throughput.py [--quick]`.
 
 1. Zero-shot end to end (PNG decode, resize + crop, a tiny colour model, logits, ranks) on a synthetic
    ImageFolder: images/s with 0 and 2 loader workers.
-2. Retrieval at tiny width, 5k images x 25k captions: all logits (eval.similarity, one model.logits call
-   per 256 x 1024 block) and the t2i + i2t ranks, for a dot-product and a Llip-like scorer (eval.toy);
+2. Retrieval at tiny width, 5k images x 25k captions: all logits (eval.runtime's Runtime.scores, one model.logits call
+   per 256 x 1024 block) and the t2i + i2t ranks, for a dot-product and a Llip-like scorer (tests/eval/toy.py);
    blocked against one call for everything (naive), at a size where the naive call fits.
 Ratios compare variants timed side by side in this run: best of 3 rounds, variants alternating in each.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,10 +23,10 @@ from PIL import Image
 
 from eval import evaluate
 from eval.metrics import image_to_text_ranks, text_to_image_ranks
-from eval.protocol import EvaluableModel
-from eval.runtime import Runtime
-from eval.similarity import DEFAULT_BLOCK, blocked_logits
-from eval.toy import COLOURS, ToyColourModel, ToyLlipModel, ToyTokenizer
+from eval.runtime import DEFAULT_BLOCK, EvaluableModel, Runtime
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the toy models are test fixtures, not installed
+from tests.eval.toy import COLOURS, ToyColourModel, ToyLlipModel, ToyTokenizer  # noqa: E402
 
 WIDTH, LLIP_TOKENS, CAPTIONS_PER_IMAGE = 64, 8, 5
 Row = tuple[str, str]
@@ -81,13 +82,13 @@ def retrieval_rows(label: str, model: EvaluableModel, llip: bool, images: int, n
     """Blocked logits and ranks at `images` x 5 captions each; blocked against naive at `naive_images`."""
     runtime = Runtime(torch.device("cpu"))
     image_repr, text_repr, caption_image = random_reprs(images, llip)
-    scores = blocked_logits(model, image_repr, text_repr, runtime)
-    full = race({"logits": lambda: blocked_logits(model, image_repr, text_repr, runtime),
+    scores = runtime.scores(model, image_repr, text_repr)
+    full = race({"logits": lambda: runtime.scores(model, image_repr, text_repr),
                  "ranks": lambda: (text_to_image_ranks(scores, caption_image),
                                    image_to_text_ranks(scores, caption_image))}, rounds)
     small_images, small_texts, _ = random_reprs(naive_images, llip)
     with torch.no_grad():
-        compared = race({"blocked": lambda: blocked_logits(model, small_images, small_texts, runtime),
+        compared = race({"blocked": lambda: runtime.scores(model, small_images, small_texts),
                          "naive": lambda: model.logits(small_images, small_texts)}, rounds)
     size, small = f"{images} x {len(text_repr)}", f"{naive_images} x {len(small_texts)}"
     return [(f"{label} {size}: logits, blocked {DEFAULT_BLOCK[0]}x{DEFAULT_BLOCK[1]}", f"{full['logits']:.2f} s"),
