@@ -22,6 +22,8 @@ import yaml
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from contrastive.arguments import resolve
+
 
 class ConfigError(ValueError):
     """A config problem a researcher can fix from the message alone."""
@@ -123,9 +125,11 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     every_steps: int = at_least(0, 0)  # 0: only at the end of training
-    zeroshot: dict[str, str] = field(default_factory=dict)  # name -> dataset path
-    retrieval: dict[str, str] = field(default_factory=dict)  # name -> dataset path
-    templates: str = choice("openai", "openai", "simple")  # prompts for datasets without their own: CLIP's 80 or 7
+    # name -> {type: a registered task type (zeroshot, retrieval, ...), path: ..., the type's other arguments}
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    zeroshot: dict[str, str] = field(default_factory=dict)  # name -> dataset path: {type: zeroshot, path} for short
+    retrieval: dict[str, str] = field(default_factory=dict)  # name -> dataset path: {type: retrieval, path}
+    templates: str = choice("openai", "openai", "simple")  # the short forms' prompts for sets without their own
     batch_size: int = at_least(256, 1)
     workers: int = at_least(2, 0)
 
@@ -200,20 +204,23 @@ def _config_chain(name_or_path: str, seen: tuple[str, ...] = ()) -> list[tuple[s
 
 def load_config(name_or_path: Optional[str] = None, overrides: list[str] = ()) -> Config:
     """Defaults, then the named config (or a YAML path), then `key=value` overrides, validated."""
+    return _load(_config_chain(name_or_path) if name_or_path is not None else [], overrides)
+
+
+def from_yaml_text(text: str, overrides: list[str] = ()) -> Config:
+    """A saved config.yaml (a run's resolved config, or a checkpoint's copy of it) back into a Config."""
+    return _load([("saved config", upgrade_legacy(_safe_yaml(text, "saved config")))], overrides)
+
+
+def _load(layers: list[tuple[str, dict[str, Any]]], overrides: list[str]) -> Config:
     cfg = OmegaConf.structured(Config)
-    if name_or_path is not None:
-        for name, data in _config_chain(name_or_path):
-            cfg = _merge(_start_other_loss(cfg, (data.get("loss") or {}).get("name")), data, source=f"config {name}")
+    for name, data in layers:
+        cfg = _merge(_start_other_loss(cfg, (data.get("loss") or {}).get("name")), data,
+                     source=name if name == "saved config" else f"config {name}")
     cfg = _start_other_loss(cfg, _overridden_loss_name(overrides))
     for override in overrides:
         cfg = _apply_override(cfg, override)
     return _validate(cfg)
-
-
-def from_yaml_text(text: str) -> Config:
-    """A saved config.yaml back into a Config (a run's resolved config)."""
-    data = upgrade_legacy(_safe_yaml(text, "saved config"))
-    return _validate(_merge(OmegaConf.structured(Config), data, source="saved config"))
 
 
 def _start_other_loss(cfg: DictConfig, name: Optional[str]) -> DictConfig:
@@ -395,6 +402,7 @@ def _validate(cfg: DictConfig) -> Config:
     _check_choices(obj, "")
     import_plugins(obj.plugins)
     obj.loss = _resolved_loss(obj.loss)
+    obj.eval.tasks = {name: _resolved_task(name, spec, obj.eval) for name, spec in obj.eval.tasks.items()}
     if obj.optim.weight_decay_scaling == "schedule" and obj.optim.lr == 0 and obj.optim.weight_decay > 0:
         raise ConfigError("config error: optim.weight_decay_scaling=schedule divides the decay by optim.lr, which is 0")
     if obj.data.crop_scale[0] > obj.data.crop_scale[1]:
@@ -447,11 +455,33 @@ def _resolved_loss(loss: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"config error: loss.name={name!r} is not a registered loss"
                           f"{_did_you_mean(str(name), known)}\n  valid: {', '.join(known)}")
     try:
-        return {"name": name, **losses.resolve(name, given)}
+        return {"name": name, **resolve(losses.get(name), given, f"loss {name!r}", supplied=losses.MODEL_SUPPLIED)}
     except ValueError as e:
-        keys = ["name", *losses.arguments(name)]
-        hint = next((_did_you_mean(key, keys, prefix="loss") for key in given if key not in keys), "")
-        raise ConfigError(f"config error: loss: {e}{hint}") from None
+        misspelt_name = next((_did_you_mean(key, ["name"], prefix="loss") for key in given), "")
+        raise ConfigError(f"config error: loss: {e}{misspelt_name}") from None
+
+
+def _resolved_task(name: str, spec: Any, eval_cfg: EvalConfig) -> dict[str, Any]:
+    """The task's type and every one of its arguments, checked against the registered type."""
+    key = f"eval.tasks.{name}"
+    if not isinstance(spec, dict) or "type" not in spec:
+        raise ConfigError(f"config error: {key} must be a mapping with a type, e.g. {key}={{type: zeroshot, path: DIR}}")
+    if not name or "/" in name:
+        raise ConfigError(f"config error: {key}: a task name is non-empty and without '/' (it is part of metric names)")
+    from eval import EvalError, get_task
+
+    given = dict(spec)
+    type_name = given.pop("type")
+    try:
+        cls = get_task(str(type_name))
+    except EvalError as e:
+        raise ConfigError(f"config error: {key}.type: {e}") from None
+    if name in getattr(eval_cfg, type_name, {}):
+        raise ConfigError(f"config error: {key} and eval.{type_name}.{name} name the same {type_name} task")
+    try:
+        return {"type": type_name, **resolve(cls, given, f"task type {type_name!r}")}
+    except ValueError as e:
+        raise ConfigError(f"config error: {key}: {e}") from None
 
 
 def import_plugins(modules: list[str]) -> None:

@@ -7,24 +7,39 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
 from contrastive.checkpoint import Checkpointer, CheckpointError, load_checkpoint
-from contrastive.config import Config, load_config
+from contrastive.config import Config, from_yaml_text, load_config
 from contrastive.distributed import pick_device
 from contrastive.model import ContrastiveModel, build_model
+from contrastive.step import autocast_dtype
 from data.tokenizer import Tokenizer
-from eval import evaluate
+from eval import Task, evaluate, get_task
 from eval.results import read_json, write_json
 
 
-EvalDatasets = tuple[dict[str, str], dict[str, str]]  # (zeroshot, retrieval): name -> path
+TaskSpecs = dict[str, dict[str, Any]]  # "TYPE/NAME" (its metrics' prefix) -> {type, path, the type's arguments}
+
+
+def configured_tasks(cfg: Config) -> TaskSpecs:
+    """eval.zeroshot and eval.retrieval (the short forms), then eval.tasks, by the prefix of their metrics."""
+    short = [*((name, {"type": "zeroshot", "path": path, "templates": cfg.eval.templates})
+               for name, path in cfg.eval.zeroshot.items()),
+             *((name, {"type": "retrieval", "path": path}) for name, path in cfg.eval.retrieval.items())]
+    return {f"{spec['type']}/{name}": spec for name, spec in [*short, *cfg.eval.tasks.items()]}
 
 
 def has_evaluators(cfg: Config) -> bool:
-    return bool(cfg.eval.zeroshot or cfg.eval.retrieval)
+    return bool(configured_tasks(cfg))
+
+
+def build_tasks(specs: TaskSpecs) -> list[tuple[str, Task]]:
+    """(name, task) pairs; tasks of two types may share a name."""
+    return [(prefix.split("/", 1)[1], get_task(spec["type"])(**{k: v for k, v in spec.items() if k != "type"}))
+            for prefix, spec in specs.items()]
 
 
 def results_path(run_dir: Path, step: int) -> Path:
@@ -32,28 +47,26 @@ def results_path(run_dir: Path, step: int) -> Path:
 
 
 def evaluate_model(model: ContrastiveModel, tokenizer: Tokenizer, cfg: Config, device: torch.device, step: int,
-                   run_dir: Path, progress: bool = False, datasets: Optional[EvalDatasets] = None) -> dict[str, float]:
-    """The configured evaluators (or only `datasets`); their metrics are merged into the step's results file, so
-    an evaluation of other datasets keeps what an earlier one found."""
-    zeroshot, retrieval = datasets if datasets is not None else (dict(cfg.eval.zeroshot), dict(cfg.eval.retrieval))
+                   run_dir: Path, progress: bool = False, tasks: Optional[TaskSpecs] = None) -> dict[str, float]:
+    """The configured tasks (or only `tasks`); their metrics are merged into the step's results file, so an
+    evaluation of other tasks keeps what an earlier one found."""
     metrics = evaluate(
-        model, tokenizer, image_size=cfg.model.image.image_size, zeroshot=zeroshot, retrieval=retrieval,
-        batch_size=cfg.eval.batch_size, workers=cfg.eval.workers, templates=cfg.eval.templates,
-        device=device, autocast_dtype=torch.bfloat16 if cfg.train.precision == "bf16" else None, progress=progress,
+        model, tokenizer, build_tasks(configured_tasks(cfg) if tasks is None else tasks),
+        image_size=cfg.model.image.image_size, batch_size=cfg.eval.batch_size, workers=cfg.eval.workers,
+        device=device, autocast_dtype=autocast_dtype(cfg.train.precision), progress=progress,
     )
     path = results_path(run_dir, step)
     write_json(path, {**(read_json(path)[1] if path.is_file() else {}), **metrics}, step=step)
     return metrics
 
 
-def missing_evaluations(cfg: Config, run_dir: Path, step: int) -> EvalDatasets:
-    """The configured datasets without results for `step` (its evaluation failed or was stopped, or eval keys
-    were added since)."""
+def missing_evaluations(cfg: Config, run_dir: Path, step: int) -> TaskSpecs:
+    """The configured tasks without results for `step` (its evaluation failed or was stopped, or tasks were added
+    since)."""
     path = results_path(run_dir, step)
     done = read_json(path)[1] if path.is_file() else {}
-    return tuple({name: dataset for name, dataset in datasets.items()
-                  if not any(key.startswith(f"{kind}/{name}/") for key in done)}
-                 for kind, datasets in (("zeroshot", cfg.eval.zeroshot), ("retrieval", cfg.eval.retrieval)))
+    return {prefix: spec for prefix, spec in configured_tasks(cfg).items()
+            if not any(key.startswith(f"{prefix}/") for key in done)}
 
 
 @dataclass
@@ -86,9 +99,11 @@ def load_model(run: LoadedRun, checkpoint: Path, device: torch.device) -> tuple[
 
 
 def checkpoints_to_evaluate(path: Path, all_checkpoints: bool) -> tuple[Path, list[Path]]:
-    """(run dir, checkpoints) for a run dir (its latest, or all) or a single checkpoint file."""
+    """(run dir, checkpoints) for a run dir (its latest, or all) or a single checkpoint file; a checkpoint outside
+    a run dir (RUN/checkpoints/step_N.pt) is a run dir of its own, its folder (its results go to FOLDER/eval/)."""
     if path.is_file():
-        return path.parent.parent, [path]
+        in_run_dir = path.parent.name == "checkpoints" and (path.parent.parent / "config.yaml").is_file()
+        return path.parent.parent if in_run_dir else path.parent, [path]
     if not path.is_dir():
         raise CheckpointError(f"{path} is neither a run directory nor a checkpoint file")
     checkpointer = Checkpointer(path)
@@ -102,13 +117,27 @@ def checkpoints_to_evaluate(path: Path, all_checkpoints: bool) -> tuple[Path, li
     return path, found
 
 
+def run_of_checkpoint(checkpoint: Path, run_dir: Path, overrides: list[str]) -> LoadedRun:
+    """A checkpoint describes itself: it carries its run's config and tokenizer."""
+    state = load_checkpoint(checkpoint)
+    if "config" not in state or "tokenizer" not in state:
+        raise CheckpointError(f"checkpoint {checkpoint} carries no {'config' if 'config' not in state else 'tokenizer'}"
+                              " (it was written before checkpoints carried them): evaluate it inside its run dir, "
+                              "RUN/checkpoints/, beside RUN/config.yaml and RUN/tokenizer.json")
+    cfg = from_yaml_text(state["config"], overrides)
+    tokenizer = Tokenizer(state["tokenizer"], context_length=cfg.model.text.context_length,
+                          source=f"the tokenizer in {checkpoint}")
+    return LoadedRun(cfg, run_dir, tokenizer)
+
+
 def evaluate_checkpoint(path: str | Path, overrides: list[str] = (), all_checkpoints: bool = False,
                         progress: bool = True) -> list[dict[str, float]]:
     run_dir, checkpoints = checkpoints_to_evaluate(Path(path), all_checkpoints)
-    run = load_run(run_dir, list(overrides))
+    run = (load_run(run_dir, list(overrides)) if (run_dir / "config.yaml").is_file()
+           else run_of_checkpoint(checkpoints[0], run_dir, list(overrides)))
     if not has_evaluators(run.cfg):
-        raise CheckpointError("nothing to evaluate: name datasets with eval.zeroshot.NAME=PATH and/or "
-                              "eval.retrieval.NAME=PATH")
+        raise CheckpointError("nothing to evaluate: name datasets with eval.zeroshot.NAME=PATH, "
+                              "eval.retrieval.NAME=PATH or eval.tasks.NAME={type: TYPE, path: PATH}")
     device = pick_device(run.cfg.train.device)
     from torch.utils.tensorboard import SummaryWriter
 

@@ -20,6 +20,7 @@ from typing import Iterator
 import torch
 
 from contrastive.config import Config, ConfigError
+from contrastive.evaluate import build_tasks, configured_tasks
 from contrastive.flags import PATH_CHECK_OPT_OUT
 from contrastive.model import build_model
 from contrastive.sharding import check_strategy
@@ -27,7 +28,7 @@ from data.errors import DataError
 from data.loader import StreamLoader
 from data.plural import count
 from data.tokenizer import Tokenizer
-from eval import open_datasets
+from eval import open_tasks
 from eval.errors import EvalError
 
 # Stands in for the tokenizer when paths are not checked: CLIP's vocabulary, padded with id 0.
@@ -61,11 +62,13 @@ def preflight(cfg: Config, world_size: int, check_paths: bool = True) -> list[st
 
 
 def check_eval_datasets(cfg: Config) -> None:
-    for kind, datasets in (("zeroshot", cfg.eval.zeroshot), ("retrieval", cfg.eval.retrieval)):
-        for name, path in datasets.items():
-            with _path_refusals_name(f"eval.{kind}.{name}"):
-                open_datasets(**{kind: {name: path}}, image_size=cfg.model.image.image_size,
-                              templates=cfg.eval.templates)
+    specs = configured_tasks(cfg)
+    for prefix, task in zip(specs, build_tasks(specs)):
+        type_name, name = prefix.split("/", 1)
+        in_tasks = cfg.eval.tasks.get(name, {}).get("type") == type_name  # else a short form (the config's check)
+        key = f"eval.tasks.{name}" if in_tasks else f"eval.{type_name}.{name}"
+        with _path_refusals_name(key):
+            open_tasks([task], image_size=cfg.model.image.image_size)
 
 
 @contextlib.contextmanager

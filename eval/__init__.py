@@ -1,10 +1,12 @@
-"""Zero-shot classification and image-text retrieval evaluators (see docs/eval.md).
+"""Evaluation tasks: zero-shot classification, image-text retrieval, and any type registered with
+`@register_task` (see docs/eval.md).
 
     from eval import evaluate
     metrics = evaluate(model, tokenizer, image_size=224, zeroshot={"imagenet": "imagenet/val"},
                        retrieval={"coco": "coco"})   # {"zeroshot/imagenet/top1": 0.71, ...}
 
-Depends only on the model protocol in eval/protocol.py, never on the rest of the repository.
+Depends only on the model protocol in eval/runtime.py and on `data` (image decoding, shards), never on the rest of
+the repository.
 """
 from __future__ import annotations
 
@@ -12,14 +14,14 @@ from typing import Any
 
 from eval.errors import EvalError
 
-__all__ = ["EvalError", "evaluate", "open_datasets"]
+__all__ = ["EvalError", "Task", "evaluate", "get_task", "open_tasks", "register_task", "task_types"]
 
 
 def __getattr__(name: str) -> Any:
-    # `evaluate` and `open_datasets` import torchvision and torchmetrics on first use, not with the package: the
-    # light modules (eval.results, eval.errors) are read by commands that must start at once.
-    if name in ("evaluate", "open_datasets"):
-        from eval import runner
+    # The registry imports every task module: on first use, not with the package, so that the light modules
+    # (eval.results, eval.errors) load alone for commands that must start at once.
+    if name in __all__:
+        from eval import tasks
 
-        return getattr(runner, name)
+        return getattr(tasks, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

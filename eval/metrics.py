@@ -7,7 +7,6 @@ So a top-k or R@k hit is `rank < k`, and the outcome never depends on how a kern
 from __future__ import annotations
 
 import torch
-from torchmetrics.functional.classification import multiclass_recall
 
 from eval.errors import EvalError
 
@@ -37,6 +36,8 @@ def classification_metrics(predictions: torch.Tensor, ranks: torch.Tensor, targe
     metrics = {"top1": (ranks < 1).double().mean().item()}
     if num_classes >= 5:
         metrics["top5"] = (ranks < 5).double().mean().item()
+    from torchmetrics.functional.classification import multiclass_recall  # loads torchvision: when a task runs
+
     recall = multiclass_recall(predictions, targets, num_classes=num_classes, average="none")
     present = torch.bincount(targets, minlength=num_classes) > 0
     metrics["mean_per_class_recall"] = recall[present].double().mean().item()

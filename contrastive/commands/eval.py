@@ -9,8 +9,10 @@ from eval.results import metric_lines
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="zero-shot classification and retrieval on a run or checkpoint",
-                       description="Rebuild the model from the run's config.yaml, load the weights and run the "
-                                   "evaluators named by eval.zeroshot.NAME=PATH / eval.retrieval.NAME=PATH.")
+                       description="Rebuild the model from the run's config.yaml (or the config and tokenizer a "
+                                   "checkpoint carries), load the weights and run the evaluation tasks: "
+                                   "eval.tasks.NAME={type: TYPE, path: PATH, ...}, or the short forms "
+                                   "eval.zeroshot.NAME=PATH / eval.retrieval.NAME=PATH.")
     p.add_argument("path", help="run directory (evaluates `latest`, or every checkpoint with --all) or a .pt file")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.add_argument("--all", action="store_true", help="evaluate every checkpoint of the run dir")
@@ -18,7 +20,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from contrastive.evaluate import evaluate_checkpoint
+    from pathlib import Path
+
+    from contrastive.evaluate import checkpoints_to_evaluate, evaluate_checkpoint, results_path
 
     try:
         with raising_on_stop():
@@ -27,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
         kept = ("the checkpoints evaluated before the stop have their results in RUN_DIR/eval/, no half-written file "
                 f"is left; rerun `contrastive eval {args.path}` to finish")
         raise Stopped(e.signum, kept) from None
+    run_dir = checkpoints_to_evaluate(Path(args.path), args.all)[0]
     for result in results:
         step = result.pop("step")
-        print("\n".join([f"step {step}", *metric_lines(dict(sorted(result.items())))]))
+        print("\n".join([f"step {step}: {results_path(run_dir, step)}", *metric_lines(dict(sorted(result.items())))]))
     return 0

@@ -197,3 +197,29 @@ def test_a_plugin_that_cannot_be_imported_is_named():
     with pytest.raises(ConfigError, match=r"^config error: plugins: cannot import 'no_such_plugin' \(No module named "
                                           r"'no_such_plugin'\)"):
         load_config("demo", ["plugins=[no_such_plugin]"])
+
+
+def test_an_evaluation_task_is_a_registered_type_and_its_own_arguments_all_resolved():
+    cfg = load_config("demo", ["eval.tasks.inet={type: zeroshot, path: /data/inet, templates: simple}",
+                               "eval.tasks.coco.type=retrieval", "eval.tasks.coco.path=/data/coco"])
+    assert cfg.eval.tasks == {"inet": {"type": "zeroshot", "path": "/data/inet", "templates": "simple", "split": "test"},
+                              "coco": {"type": "retrieval", "path": "/data/coco", "split": "test"}}
+    assert from_yaml_text(to_yaml(cfg)) == cfg
+
+
+@pytest.mark.parametrize("override, message", [
+    ("eval.tasks.x={type: zeroshoot, path: /d}", r"^config error: eval.tasks.x.type: unknown task type 'zeroshoot'; "
+                                                 r"did you mean 'zeroshot'\?; known types: .*retrieval.*zeroshot"),
+    ("eval.tasks.x={type: zeroshot}", r"^config error: eval.tasks.x: task type 'zeroshot' needs path; its arguments: "
+                                      r"path, templates='openai', split='test'$"),
+    ("eval.tasks.x={type: retrieval, path: /d, templates: simple}",
+     r"^config error: eval.tasks.x: task type 'retrieval' does not take templates; its arguments: path, split='test'"),
+    ("eval.tasks.x={type: zeroshot, path: /d, templates: fancy}",
+     r"^config error: eval.tasks.x: task type 'zeroshot': templates='fancy' is not 'openai' or 'simple'$"),
+    ("eval.tasks.x={path: /d}", r"^config error: eval.tasks.x must be a mapping with a type"),
+    ("eval.tasks.attributes={type: zeroshot, path: /d}",
+     r"^config error: eval.tasks.attributes and eval.zeroshot.attributes name the same zeroshot task$"),
+])
+def test_a_task_argument_is_checked_against_the_registered_type_when_the_config_loads(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("demo", [override])

@@ -4,9 +4,11 @@ import contextlib
 import io
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from contrastive.checkpoint import Checkpointer
 from contrastive.cli import main
@@ -96,3 +98,24 @@ def test_unusable_checkpoints_are_clear_errors(trained_run, tmp_path, capsys):
 
     assert main(["eval", str(trained_run), "eval.zeroshot.attributes=/nonexistent/set"]) == 2
     assert "/nonexistent/set" in capsys.readouterr().err
+
+
+def test_a_checkpoint_copied_out_of_its_run_dir_evaluates_with_the_config_and_tokenizer_it_carries(
+        trained_run, tmp_path, capsys):
+    loose = tmp_path / "shared" / "model.pt"
+    loose.parent.mkdir()
+    shutil.copy(Checkpointer(trained_run).latest(), loose)
+    assert main(["eval", str(loose)]) == 0
+    assert f"{tmp_path / 'shared' / 'eval' / 'step_000004.json'}" in capsys.readouterr().out
+    again = json.loads((tmp_path / "shared" / "eval" / "step_000004.json").read_text())["metrics"]
+    assert again == json.loads((trained_run / "eval" / "step_000004.json").read_text())["metrics"]
+
+
+def test_a_loose_checkpoint_without_its_tokenizer_says_where_it_can_be_evaluated(trained_run, tmp_path, capsys):
+    state = torch.load(Checkpointer(trained_run).latest(), weights_only=True)
+    del state["tokenizer"]
+    torch.save(state, tmp_path / "old.pt")
+    assert main(["eval", str(tmp_path / "old.pt")]) == 2
+    assert capsys.readouterr().err == (f"error: checkpoint {tmp_path / 'old.pt'} carries no tokenizer (it was written "
+                                       "before checkpoints carried them): evaluate it inside its run dir, "
+                                       "RUN/checkpoints/, beside RUN/config.yaml and RUN/tokenizer.json\n")

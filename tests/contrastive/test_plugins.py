@@ -1,5 +1,7 @@
-"""A loss from outside the repository: one module with `@losses.register`, named in the config's `plugins:`,
-imported before the registry is read; `contrastive train` trains with it and eval loads its checkpoint."""
+"""A loss and an evaluation task from outside the repository: one module each (`@losses.register`,
+`@eval.register_task`), named in the config's `plugins:`, imported before the registries are read."""
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -10,7 +12,9 @@ from pathlib import Path
 import torch
 
 from contrastive.checkpoint import Checkpointer, load_checkpoint
+from contrastive.train import train
 from tests.contrastive.tiny_run import tiny_config
+from tests.eval.fixtures import BLUE, RED, solid, write_image_folder
 
 PLUGIN = '''
 """A new loss: SigLIP's pairwise sigmoid over dot-product scores, with a temperature that is not learned."""
@@ -56,3 +60,49 @@ def test_a_loss_registered_by_a_plugin_module_trains_and_evaluates(tmp_path):
     assert unknown.returncode == 2
     assert unknown.stderr == ("error: config error: loss: loss 'fixed_temperature_sigmoid' does not take tau; its "
                               "arguments: scale=10.0, exchange='ring'\n")
+
+
+TASK_PLUGIN = '''
+"""A new evaluation task: how long the model's image representations are, over an image folder."""
+import torch
+
+from eval import Task, get_task, register_task
+
+
+@register_task("embedding_norm")
+class EmbeddingNorm(Task):
+    metrics = ("num_images", "mean_norm")
+
+    def __init__(self, path: str, split: str = "test"):
+        self.path, self.split = path, split
+
+    def open(self, image_size):
+        return get_task("zeroshot")(self.path, split=self.split).open(image_size)  # any image folder
+
+    def run(self, model, tokenizer, data, runtime, desc):
+        norms = torch.cat([runtime.encode_images(model, images).flatten(1).norm(dim=1).cpu()
+                           for images, _ in runtime.loader(data.images)])
+        return {"num_images": float(len(norms)), "mean_norm": norms.mean().item()}
+'''
+
+
+def test_an_evaluation_task_registered_by_a_plugin_module_runs_from_the_config(tmp_path):
+    (tmp_path / "my_tasks.py").write_text(textwrap.dedent(TASK_PLUGIN))
+    write_image_folder(tmp_path / "folder", {"red": [solid(RED)] * 3, "blue": [solid(BLUE)] * 2})
+    cfg = tiny_config(tmp_path, "train.steps=1")
+    with contextlib.redirect_stdout(io.StringIO()):
+        train(cfg)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    task = f"eval.tasks.norms={{type: embedding_norm, path: {tmp_path / 'folder'}}}"
+    done = subprocess.run([sys.executable, "-m", "contrastive", "eval", cfg.run_dir, "plugins=[my_tasks]", task],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads((Path(cfg.run_dir) / "eval" / "step_000001.json").read_text())["metrics"]
+    assert metrics["embedding_norm/norms/num_images"] == 5
+    assert abs(metrics["embedding_norm/norms/mean_norm"] - 1) < 1e-5  # CLIP's image embeddings are unit vectors
+    wrong = subprocess.run([sys.executable, "-m", "contrastive", "eval", cfg.run_dir, "plugins=[my_tasks]",
+                            task.replace("}", ", templates: simple}")], cwd=tmp_path, env=env, capture_output=True,
+                           text=True, timeout=300)
+    assert wrong.returncode == 2
+    assert wrong.stderr == ("error: config error: eval.tasks.norms: task type 'embedding_norm' does not take "
+                            "templates; its arguments: path, split='test'\n")

@@ -110,7 +110,7 @@ def test_a_finished_run_started_again_evaluates_what_it_lacks_then_says_how_to_e
     # Eval keys added to a finished run: only those are evaluated, into the final step's results.
     assert cli.main(["train", str(run_dir), f"eval.zeroshot.attributes={evals / 'zeroshot_attributes'}"]) == 0
     out = capsys.readouterr().out
-    assert f"{run_dir} finished at step 2; evaluating what its results lack: attributes" in out
+    assert f"{run_dir} finished at step 2; evaluating what its results lack: zeroshot/attributes" in out
     assert out.endswith(f"{run_dir} already finished at step 2; pass train.steps=M with M > 2 to extend it\n")
     assert "resuming" not in out
     results = json.loads((run_dir / "eval" / "step_000002.json").read_text())["metrics"]
@@ -120,7 +120,7 @@ def test_a_finished_run_started_again_evaluates_what_it_lacks_then_says_how_to_e
     both = [f"eval.zeroshot.attributes={evals / 'zeroshot_attributes'}",
             f"eval.retrieval.attributes={evals / 'retrieval_attributes'}"]
     assert cli.main(["train", str(run_dir), *both]) == 0
-    assert "evaluating what its results lack: attributes\n" in capsys.readouterr().out
+    assert "evaluating what its results lack: retrieval/attributes\n" in capsys.readouterr().out
     merged = json.loads((run_dir / "eval" / "step_000002.json").read_text())["metrics"]
     assert merged["zeroshot/attributes/top1"] == results["zeroshot/attributes/top1"]
     assert "retrieval/attributes/t2i_R@1" in merged

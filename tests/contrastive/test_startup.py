@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-HEAVY = ("torch", "torchvision", "timm", "submitit", "tensorboard", "matplotlib", "losses", "eval.runner",
+HEAVY = ("torch", "torchvision", "timm", "submitit", "tensorboard", "matplotlib", "losses", "eval.tasks",
          "data.synth", "data.tokenizer", "contrastive.model", "contrastive.train")
-MODEL = ("timm", "torchvision", "eval.runner", "contrastive.model", "contrastive.train")  # torch is fine: losses
+MODEL = ("timm", "torchvision", "eval.tasks", "contrastive.model", "contrastive.train")  # torch is fine: losses
 PARSED = [
     ["--help"], ["train", "--help"], ["eval", "--help"], ["submit", "--help"], ["submit", "train", "--help"],
     ["submit", "eval", "--help"], ["report", "--help"], ["data", "--help"], ["data", "synth", "--help"],

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from eval.classification_data import open_classification_set
 from eval.errors import EvalError
+from eval.zeroshot import open_classification_set
 from eval.prompts import imagenet_classnames, template_set
 from tests.eval.fixtures import BLUE, RED, png_bytes, solid, write_image_folder, write_tar
 

@@ -1,11 +1,11 @@
-"""Both evaluators end to end, with toy colour models whose scores can be worked out by hand (eval/toy.py)."""
+"""Both evaluators end to end, with toy colour models whose scores can be worked out by hand (tests/eval/toy.py)."""
 import pytest
 import torch
 
 from eval import EvalError, evaluate
-from eval.toy import ToyColourModel, ToyLlipModel, ToyTokenizer
 from tests.eval.fixtures import (BLUE, COLOUR_RGB, GREEN, RED, SIZE, png_bytes, solid, top_and_rest,
                                  write_image_folder, write_karpathy, write_tar)
+from tests.eval.toy import ToyColourModel, ToyLlipModel, ToyTokenizer
 
 MODELS = {"dot": ToyColourModel, "llip": ToyLlipModel}
 TEMPLATES = ["a photo of a {c}.", "a {c} thing."]

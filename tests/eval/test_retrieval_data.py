@@ -3,7 +3,7 @@ import json
 import pytest
 
 from eval.errors import EvalError
-from eval.retrieval_data import open_retrieval_set
+from eval.retrieval import open_retrieval_set
 from tests.eval.fixtures import BLUE, GREEN, RED, png_bytes, solid, write_karpathy, write_tar
 
 
