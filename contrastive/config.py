@@ -50,6 +50,11 @@ def within(default: Any, interval: str) -> Any:
     return field(default=default, metadata={"interval": interval, "contains": lambda x: low_ok(x) and high_ok(x)})
 
 
+# OpenAI CLIP's pixel statistics (0-1 scale): what CLIP and OpenCLIP's models normalise with.
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
 @dataclass
 class ImageTowerConfig:
     """Any timm model: `timm_name` fixes the architecture, `kwargs` (timm.create_model's keyword arguments)
@@ -59,6 +64,11 @@ class ImageTowerConfig:
     image_size: int = at_least(224, 1)  # input resolution; timm's img_size for models that take one
     kwargs: dict[str, Any] = field(default_factory=dict)
     mixture_tokens: int = at_least(8, 1)  # K register tokens of a ViT, for losses that score them (Llip)
+    # The pixels the model takes: per-channel mean and std (0-1 scale) the tower normalises with on its device, and
+    # how an image is made square without augmentation, in evaluation (training augments with a random crop).
+    mean: tuple[float, float, float] = within(OPENAI_MEAN, "[0, 1]")
+    std: tuple[float, float, float] = within(OPENAI_STD, "(0, 1]")
+    resize: str = choice("crop", "crop", "squash")  # shorter side + centre crop (CLIP); whole image squashed (SigLIP)
 
 
 @dataclass

@@ -52,8 +52,8 @@ def evaluate_model(model: ContrastiveModel, tokenizer: Tokenizer, cfg: Config, d
     evaluation of other tasks keeps what an earlier one found."""
     metrics = evaluate(
         model, tokenizer, build_tasks(configured_tasks(cfg) if tasks is None else tasks),
-        image_size=cfg.model.image.image_size, batch_size=cfg.eval.batch_size, workers=cfg.eval.workers,
-        device=device, autocast_dtype=autocast_dtype(cfg.train.precision), progress=progress,
+        image_size=cfg.model.image.image_size, resize=cfg.model.image.resize, batch_size=cfg.eval.batch_size,
+        workers=cfg.eval.workers, device=device, autocast_dtype=autocast_dtype(cfg.train.precision), progress=progress,
     )
     path = results_path(run_dir, step)
     write_json(path, {**(read_json(path)[1] if path.is_file() else {}), **metrics}, step=step)

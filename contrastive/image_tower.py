@@ -1,4 +1,4 @@
-"""The image tower: any timm model on uint8 images, normalised on the device.
+"""The image tower: any timm model on uint8 images, normalised on the device (model.image.mean and std).
 
     model.image.timm_name: convnext_tiny            # the architecture, as timm registers it
     model.image.kwargs: {drop_path_rate: 0.1}        # timm.create_model's keyword arguments over its defaults
@@ -24,10 +24,6 @@ from torch import nn
 from contrastive.config import ImageTowerConfig
 
 ImageOutput = Literal["embedding", "mixture_tokens"]
-
-# OpenAI CLIP's pixel statistics (0-1 scale), the usual choice for training from scratch on web data.
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 # timm.create_model arguments the tower sets itself, and the config key that says them instead.
 OWN_ARGUMENTS = {"img_size": "model.image.image_size", "num_classes": "the embedding head (model.embed_dim)",
@@ -61,8 +57,8 @@ class ImageTower(nn.Module):
         self.projection = nn.Linear(self.width, embed_dim, bias=False) if output == "embedding" else None
         if self.projection is not None:
             nn.init.normal_(self.projection.weight, std=self.width ** -0.5)
-        self.register_buffer("mean", 255 * torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", 255 * torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("mean", 255 * torch.tensor(cfg.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", 255 * torch.tensor(cfg.std).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 [B, 3, H, W] -> [B, D] (embedding) or [B, K, width] (mixture_tokens)."""

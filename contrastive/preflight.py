@@ -28,7 +28,7 @@ from data.errors import DataError
 from data.loader import StreamLoader
 from data.plural import count
 from data.tokenizer import Tokenizer
-from eval import open_tasks
+from eval import Pixels, open_tasks
 from eval.errors import EvalError
 
 # Stands in for the tokenizer when paths are not checked: CLIP's vocabulary, padded with id 0.
@@ -68,7 +68,7 @@ def check_eval_datasets(cfg: Config) -> None:
         in_tasks = cfg.eval.tasks.get(name, {}).get("type") == type_name  # else a short form (the config's check)
         key = f"eval.tasks.{name}" if in_tasks else f"eval.{type_name}.{name}"
         with _path_refusals_name(key):
-            open_tasks([task], image_size=cfg.model.image.image_size)
+            open_tasks([task], Pixels(cfg.model.image.image_size, cfg.model.image.resize))
 
 
 @contextlib.contextmanager

@@ -1,8 +1,9 @@
 """One raw sample to a uint8 image [3, S, S] and one of its captions, or BadSample naming why not.
 
 Images: data.validate.decode_image, with JPEG draft mode (DCT scaling) when the source is at least twice the
-size the crop needs; RandomResizedCrop for training, resize + centre crop for evaluation, through torchvision's v2
-functionals with crop parameters drawn from the caller's generator (never a global RNG).
+size the crop needs; RandomResizedCrop for training, through torchvision's v2 functionals with crop parameters
+drawn from the caller's generator (never a global RNG); without augmentation, `square_pixels`, the model's resize
+mode (the one evaluation uses too).
 Which samples are usable and what their captions are is data/validate.py's; one caption is drawn per visit.
 """
 from __future__ import annotations
@@ -18,6 +19,20 @@ from torchvision.transforms.v2 import functional as F
 from data.validate import decode_image, image_and_captions
 
 CROP_RATIO = (3 / 4, 4 / 3)  # RandomResizedCrop's default aspect-ratio range
+# How an image becomes a square without augmentation: "crop", the shorter side to the size then a centre crop
+# (CLIP's, OpenCLIP's); "squash", the whole image resized to size x size, aspect ratio not kept (SigLIP's, DFN's).
+RESIZE_MODES = ("crop", "squash")
+
+
+def square_pixels(image: Image.Image, size: int, resize: str = "crop") -> torch.Tensor:
+    """uint8 [3, size, size], resized bicubic with antialiasing by `resize` (RESIZE_MODES)."""
+    if resize == "squash":
+        image = F.resize(image, [size, size], InterpolationMode.BICUBIC, antialias=True)
+    elif resize == "crop":
+        image = F.center_crop(F.resize(image, size, InterpolationMode.BICUBIC, antialias=True), [size, size])
+    else:
+        raise ValueError(f"resize mode {resize!r} is not one of {', '.join(RESIZE_MODES)}")
+    return F.pil_to_tensor(image)
 
 
 @dataclass(frozen=True)
@@ -25,6 +40,7 @@ class ImageTransform:
     image_size: int
     train: bool
     crop_scale: tuple[float, float]
+    resize: str = "crop"  # without augmentation (train=False)
 
     def needed_short_side(self) -> int:
         """The short side a decoded image needs so that the smallest possible crop still has image_size pixels."""
@@ -33,12 +49,11 @@ class ImageTransform:
         return math.ceil(self.image_size / math.sqrt(self.crop_scale[0] * CROP_RATIO[0]))
 
     def __call__(self, image: Image.Image, generator: torch.Generator) -> torch.Tensor:
+        if not self.train:
+            return square_pixels(image, self.image_size, self.resize)
+        top, left, height, width = random_resized_crop_box(image.height, image.width, self.crop_scale, generator)
         size = [self.image_size, self.image_size]
-        if self.train:
-            top, left, height, width = random_resized_crop_box(image.height, image.width, self.crop_scale, generator)
-            image = F.resized_crop(image, top, left, height, width, size, InterpolationMode.BICUBIC, antialias=True)
-        else:
-            image = F.center_crop(F.resize(image, self.image_size, InterpolationMode.BICUBIC, antialias=True), size)
+        image = F.resized_crop(image, top, left, height, width, size, InterpolationMode.BICUBIC, antialias=True)
         return F.pil_to_tensor(image)
 
 

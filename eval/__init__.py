@@ -14,7 +14,7 @@ from typing import Any
 
 from eval.errors import EvalError
 
-__all__ = ["EvalError", "Task", "evaluate", "get_task", "open_tasks", "register_task", "task_types"]
+__all__ = ["EvalError", "Pixels", "Task", "evaluate", "get_task", "open_tasks", "register_task", "task_types"]
 
 
 def __getattr__(name: str) -> Any:

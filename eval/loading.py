@@ -3,8 +3,9 @@ as torch datasets that yield (uint8 image [3, S, S], payload); the payload is wh
 captions).
 
 Images are decoded in full by data's one decoder (data.validate.decode_image; no JPEG draft mode: published
-numbers and the CLIP_benchmark equivalence depend on it), then the shorter side goes to `image_size` (bicubic,
-antialiased), centre crop, uint8 CHW. Normalisation is the model's job, on its device.
+numbers and the CLIP_benchmark equivalence depend on it), then made square by the model's resize mode
+(data.decode.square_pixels: "crop", the shorter side to the size then a centre crop, CLIP's; "squash", SigLIP's),
+bicubic and antialiased, uint8 CHW. Normalisation is the model's job, on its device.
 
 Shards are read by training's reader (data.shards.read_shard), laid out as CLIP_benchmark lays them out:
 
@@ -17,6 +18,8 @@ name, as webdataset groups them); its fields are keyed by the lower-cased rest o
 """
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
@@ -36,14 +39,18 @@ ImageTransform = Callable[[Image.Image], torch.Tensor]
 SampleParser = Callable[[dict[str, bytes], str, tuple[int, int]], tuple[bytes, Any]]
 
 
-def eval_transform(image_size: int) -> ImageTransform:
-    from torchvision.transforms import InterpolationMode, v2  # when a task opens its data, not with the registry
+@dataclass(frozen=True)
+class Pixels:
+    """What the model takes: square images of `size`, made square by `resize` (data.decode.RESIZE_MODES)."""
 
-    return v2.Compose([
-        v2.Resize(image_size, interpolation=InterpolationMode.BICUBIC, antialias=True),
-        v2.CenterCrop(image_size),
-        v2.PILToTensor(),
-    ])
+    size: int
+    resize: str = "crop"
+
+
+def eval_transform(pixels: Pixels) -> ImageTransform:
+    from data.decode import square_pixels  # torchvision: when a task opens its data, not with the registry
+
+    return functools.partial(square_pixels, size=pixels.size, resize=pixels.resize)
 
 
 def decode(source: Path | bytes, name: str) -> Image.Image:

@@ -21,8 +21,8 @@ import torch
 from torch.utils.data import Dataset
 
 from eval.errors import EvalError
-from eval.loading import (ImageFiles, ImageTransform, ShardSamples, dataset_type, eval_transform, find_shards,
-                          image_field, text_field)
+from eval.loading import (ImageFiles, ImageTransform, Pixels, ShardSamples, dataset_type, eval_transform,
+                          find_shards, image_field, text_field)
 from eval.metrics import check_finite, retrieval_metrics
 from eval.runtime import EvaluableModel, Runtime, Tokenizer
 from eval.tasks import Task, register_task
@@ -39,8 +39,8 @@ class Retrieval(Task):
     def __init__(self, path: str, split: str = "test"):
         self.path, self.split = path, split
 
-    def open(self, image_size: int) -> RetrievalSet:
-        return open_retrieval_set(self.path, image_size, self.split)
+    def open(self, pixels: Pixels) -> RetrievalSet:
+        return open_retrieval_set(self.path, pixels.size, self.split, pixels.resize)
 
     def run(self, model: EvaluableModel, tokenizer: Tokenizer, data: RetrievalSet, runtime: Runtime,
             desc: str) -> dict[str, float]:
@@ -85,9 +85,10 @@ class RetrievalSet:
     num_images: Optional[int]  # None when streamed from shards
 
 
-def open_retrieval_set(path: str | os.PathLike, image_size: int, split: str = "test") -> RetrievalSet:
+def open_retrieval_set(path: str | os.PathLike, image_size: int, split: str = "test",
+                       resize: str = "crop") -> RetrievalSet:
     given = Path(path)
-    transform = eval_transform(image_size)
+    transform = eval_transform(Pixels(image_size, resize))
     if given.is_file() and given.suffix == ".json":
         return _from_karpathy_json(given, split, transform)
     if not given.is_dir():

@@ -7,7 +7,7 @@ else it takes: the config checks them when it loads, as it checks a loss's), `me
     class ZeroShot(Task):
         metrics = ("top1", "top5", "mean_per_class_recall", "num_images")
         def __init__(self, path: str, templates: Literal["openai", "simple"] = "openai", split: str = "test"): ...
-        def open(self, image_size): ...          # the data, its layout checked at listing cost
+        def open(self, pixels): ...              # the data, its layout checked at listing cost
         def run(self, model, tokenizer, data, runtime): ...   # {"top1": 0.71, ...}
 
 Results are named TYPE/NAME/METRIC (zeroshot/imagenet/top1). Every module of this package is imported with
@@ -27,6 +27,7 @@ import torch
 
 import eval as package
 from eval.errors import EvalError
+from eval.loading import Pixels
 from eval.runtime import DEFAULT_BLOCK, EvaluableModel, Runtime, Tokenizer
 
 T = TypeVar("T")
@@ -37,8 +38,8 @@ class Task(ABC):
     metrics: ClassVar[tuple[str, ...]]  # what `run` may return (zeroshot's top5 needs 5 classes): TYPE/NAME/METRIC
 
     @abstractmethod
-    def open(self, image_size: int) -> Any:
-        """The task's data, opened and its layout checked at listing cost (no image decoded): what `run` gets, and
+    def open(self, pixels: Pixels) -> Any:
+        """The task's data for images the model takes (`pixels`: size, resize mode), opened and its layout checked at listing cost (no image decoded): what `run` gets, and
         what a pre-flight calls so that evaluation does not fail on a path after hours of training."""
 
     @abstractmethod
@@ -75,7 +76,7 @@ def get_task(name: str) -> type[Task]:
     return _TASKS[name]
 
 
-def open_tasks(tasks: Iterable[tuple[str, Task]], image_size: int) -> dict[str, tuple[Task, Any]]:
+def open_tasks(tasks: Iterable[tuple[str, Task]], pixels: Pixels) -> dict[str, tuple[Task, Any]]:
     """{TYPE/NAME: (task, its data)}: every task's data opened, its layout checked, before any model work starts."""
     opened: dict[str, tuple[Task, Any]] = {}
     for name, task in tasks:
@@ -84,13 +85,13 @@ def open_tasks(tasks: Iterable[tuple[str, Task]], image_size: int) -> dict[str, 
         prefix = f"{task.type_name}/{name}"
         if prefix in opened:
             raise EvalError(f"two {task.type_name} tasks are named {name!r}")
-        opened[prefix] = (task, task.open(image_size))
+        opened[prefix] = (task, task.open(pixels))
     return opened
 
 
 def evaluate(model: EvaluableModel, tokenizer: Tokenizer,
              tasks: Mapping[str, Task] | Iterable[tuple[str, Task]] = (), *,
-             image_size: int, zeroshot: Optional[Mapping[str, Any]] = None,
+             image_size: int, resize: str = "crop", zeroshot: Optional[Mapping[str, Any]] = None,
              retrieval: Optional[Mapping[str, Any]] = None, templates: str = "openai", batch_size: int = 256,
              workers: int = 2, device: torch.device | str = "cpu", autocast_dtype: Optional[torch.dtype] = None,
              progress: bool = True, block: tuple[int, int] = DEFAULT_BLOCK) -> dict[str, float]:
@@ -98,13 +99,14 @@ def evaluate(model: EvaluableModel, tokenizer: Tokenizer,
     short forms `zeroshot` and `retrieval` ({name: path}; zero-shot
     sets that bring no prompts take the shipped `templates`, "openai": 80 or "simple": 7).
 
-    Returns {"zeroshot/NAME/top1": ..., "retrieval/NAME/t2i_R@1": ..., ...}, fractions in [0, 1]. `block` is
+    Returns {"zeroshot/NAME/top1": ..., "retrieval/NAME/t2i_R@1": ..., ...}, fractions in [0, 1]. Images are made
+    image_size x image_size by `resize` ("crop" or "squash", data.decode.RESIZE_MODES). `block` is
     (images, texts) per `model.logits` call. The model is put in eval mode and given back in the mode it came in.
     """
     every = [*((name, get_task("zeroshot")(str(path), templates=templates)) for name, path in (zeroshot or {}).items()),
              *((name, get_task("retrieval")(str(path))) for name, path in (retrieval or {}).items()),
              *(tasks.items() if isinstance(tasks, Mapping) else tasks)]
-    opened = open_tasks(every, image_size)
+    opened = open_tasks(every, Pixels(image_size, resize))
     runtime = Runtime(torch.device(device), batch_size, workers, autocast_dtype, progress, block)
     metrics: dict[str, float] = {}
     was_training = getattr(model, "training", False)

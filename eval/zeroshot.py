@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import Dataset
 
 from eval.errors import EvalError
-from eval.loading import (IMAGE_FILE_SUFFIXES, ImageFiles, ImageTransform, ShardSamples, dataset_type,
+from eval.loading import (IMAGE_FILE_SUFFIXES, ImageFiles, ImageTransform, Pixels, ShardSamples, dataset_type,
                           eval_transform, find_shards, image_field, is_image_file, sidecar, text_field)
 from eval.metrics import check_finite, classification_metrics, target_ranks
 from eval.prompts import fill, imagenet_classnames, read_lines, read_templates, template_set
@@ -41,8 +41,8 @@ class ZeroShot(Task):
     def __init__(self, path: str, templates: Literal["openai", "simple"] = "openai", split: str = "test"):
         self.path, self.templates, self.split = path, templates, split
 
-    def open(self, image_size: int) -> ClassificationSet:
-        return open_classification_set(self.path, image_size, self.templates, self.split)
+    def open(self, pixels: Pixels) -> ClassificationSet:
+        return open_classification_set(self.path, pixels.size, self.templates, self.split, pixels.resize)
 
     def run(self, model: EvaluableModel, tokenizer: Tokenizer, data: ClassificationSet, runtime: Runtime,
             desc: str) -> dict[str, float]:
@@ -93,13 +93,13 @@ class ClassificationSet:
 
 
 def open_classification_set(path: str | os.PathLike, image_size: int, templates: str = "openai",
-                            split: str = "test") -> ClassificationSet:
+                            split: str = "test", resize: str = "crop") -> ClassificationSet:
     """`templates` names the shipped set ("openai": 80, "simple": 7) used when the dataset brings none."""
     root = Path(path)
     if not root.is_dir():
         raise EvalError(f"zero-shot dataset {root} does not exist or is not a directory; expected an ImageFolder "
                         f"tree (CLASS/IMAGE.jpg) or WebDataset shards ({split}/0.tar ...)")
-    transform = eval_transform(image_size)
+    transform = eval_transform(Pixels(image_size, resize))
     shards = find_shards(root, split)
     if shards is not None:
         return _from_shards(root, shards, transform, templates)

@@ -223,3 +223,12 @@ def test_an_evaluation_task_is_a_registered_type_and_its_own_arguments_all_resol
 def test_a_task_argument_is_checked_against_the_registered_type_when_the_config_loads(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config("demo", [override])
+
+
+def test_the_pixels_a_model_takes_are_its_own():
+    assert (load_config("clip_b16").model.image.resize, load_config("siglip_b16").model.image.resize) == ("crop", "squash")
+    assert load_config("siglip_b16").model.image.mean == (0.5, 0.5, 0.5)
+    with pytest.raises(ConfigError, match="model.image.resize='stretch' is not a valid choice"):
+        load_config("demo", ["model.image.resize=stretch"])
+    with pytest.raises(ConfigError, match=r"model.image.std=\(0.0, 0.5, 0.5\) is out of range"):
+        load_config("demo", ["model.image.std=[0,0.5,0.5]"])

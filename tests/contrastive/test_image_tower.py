@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from contrastive.config import ImageTowerConfig
-from contrastive.image_tower import CLIP_MEAN, CLIP_STD, ImageTower
+from contrastive.config import OPENAI_MEAN as CLIP_MEAN, OPENAI_STD as CLIP_STD, ImageTowerConfig
+from contrastive.image_tower import ImageTower
 
 EMBED = 16
 
@@ -169,3 +169,14 @@ def test_convnext_grad_checkpointing_through_timms_api_gives_the_same_gradients(
 def test_what_the_tower_cannot_build_is_one_line_naming_it(output, cfg, message):
     with pytest.raises(ValueError, match=message):
         ImageTower(cfg, EMBED, output=output)
+
+
+def test_the_towers_normalisation_is_the_models_mean_and_std():
+    torch.manual_seed(0)
+    tower = ImageTower(ImageTowerConfig(timm_name="vit_base_patch16_clip_224", image_size=32, kwargs=TINY_VIT,
+                                        mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)), EMBED)
+    seen = []
+    tower.trunk.patch_embed.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    x = images()
+    tower(x)
+    torch.testing.assert_close(seen[0], x.float() / 127.5 - 1)  # SigLIP's value_range(-1, 1)

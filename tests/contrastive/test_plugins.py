@@ -76,8 +76,8 @@ class EmbeddingNorm(Task):
     def __init__(self, path: str, split: str = "test"):
         self.path, self.split = path, split
 
-    def open(self, image_size):
-        return get_task("zeroshot")(self.path, split=self.split).open(image_size)  # any image folder
+    def open(self, pixels):
+        return get_task("zeroshot")(self.path, split=self.split).open(pixels)  # any image folder
 
     def run(self, model, tokenizer, data, runtime, desc):
         norms = torch.cat([runtime.encode_images(model, images).flatten(1).norm(dim=1).cpu()

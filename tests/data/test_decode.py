@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from data.decode import CROP_RATIO, ImageTransform, decode, random_resized_crop_box
+from data.decode import CROP_RATIO, ImageTransform, decode, random_resized_crop_box, square_pixels
 from data.validate import BadSample, decode_image, sample_captions
 from tests.data.loader_fixtures import image_bytes
 
@@ -98,3 +98,18 @@ def test_a_file_decodes_like_its_bytes_and_errors_name_the_image(tmp_path):
     with pytest.raises(BadSample, match=r"missing file: cannot read .*gone.png: No such file") as info:
         decode_image(tmp_path / "gone.png", str(tmp_path / "gone.png"))
     assert info.value.reason == "missing_file"
+
+
+def test_square_pixels_crops_the_centre_or_squashes_the_whole_image():
+    """A 12 x 4 image, thirds red | green | blue: the centre crop is all green; squashed, all three remain."""
+    image = Image.new("RGB", (12, 4), (0, 255, 0))
+    image.paste(Image.new("RGB", (4, 4), (255, 0, 0)), (0, 0))
+    image.paste(Image.new("RGB", (4, 4), (0, 0, 255)), (8, 0))
+    cropped, squashed = square_pixels(image, 4, "crop"), square_pixels(image, 4, "squash")
+    assert cropped.shape == squashed.shape == (3, 4, 4)
+    assert (cropped[1] > 200).all() and (cropped[0] < 50).all() and (cropped[2] < 50).all()
+    assert squashed[0, :, 0].min() > 150 and squashed[2, :, -1].min() > 150  # red left, blue right
+    torch.testing.assert_close(ImageTransform(4, train=False, crop_scale=(1.0, 1.0), resize="squash")(
+        image, torch.Generator()), squashed)
+    with pytest.raises(ValueError, match="resize mode 'stretch' is not one of crop, squash"):
+        square_pixels(image, 4, "stretch")

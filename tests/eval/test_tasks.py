@@ -1,9 +1,12 @@
 """The task registry (eval/tasks.py): a type is one class with `@register_task`; `evaluate` runs any mix of task
 objects and short forms, names results TYPE/NAME/METRIC, and holds a type to the metrics it declares."""
 import pytest
+import torch
+from PIL import Image
 
-from eval import EvalError, Task, evaluate, get_task, register_task, task_types
-from tests.eval.fixtures import BLUE, RED, SIZE, solid, write_image_folder
+from data.decode import square_pixels
+from eval import EvalError, Pixels, Task, evaluate, get_task, register_task, task_types
+from tests.eval.fixtures import BLUE, GREEN, RED, SIZE, solid, write_image_folder
 from tests.eval.toy import ToyColourModel, ToyTokenizer
 
 
@@ -15,8 +18,8 @@ class ImageCount(Task):
     def __init__(self, path: str, extra: bool = False):
         self.path, self.extra = path, extra
 
-    def open(self, image_size):
-        return get_task("zeroshot")(self.path).open(image_size)
+    def open(self, pixels):
+        return get_task("zeroshot")(self.path).open(pixels)
 
     def run(self, model, tokenizer, data, runtime, desc):
         return {"num_images": float(len(data.images)), **({"surprise": 1.0} if self.extra else {})}
@@ -58,3 +61,13 @@ def test_the_registry_refuses_a_taken_name_a_type_without_metrics_and_names_the_
         register_task("mute")(type("Mute", (Task,), {"metrics": ()}))
     with pytest.raises(EvalError, match=r"unknown task type 'zeroshoot'; did you mean 'zeroshot'\?"):
         get_task("zeroshoot")
+
+
+def test_a_task_opens_its_images_as_the_model_takes_them_cropped_or_squashed(tmp_path):
+    wide = Image.new("RGB", (3 * SIZE, SIZE), GREEN)
+    wide.paste(solid(RED), (0, 0))
+    folder = write_image_folder(tmp_path / "wide", {"green": [wide]})
+    for resize in ("crop", "squash"):
+        [(pixels, label)] = list(get_task("zeroshot")(str(folder)).open(Pixels(SIZE, resize)).images)
+        assert label == 0 and torch.equal(pixels, square_pixels(wide, SIZE, resize))
+    assert not torch.equal(square_pixels(wide, SIZE, "crop"), square_pixels(wide, SIZE, "squash"))
