@@ -79,7 +79,13 @@ class TextTowerConfig:
     heads: int = at_least(8, 1)
     mlp_ratio: float = above(4.0, 0)
     causal: bool = True  # CLIP: causal; SigLIP: bidirectional
-    pool: str = choice("eot", "eot", "last", "mean")
+    mask_pad_keys: bool = True  # bidirectional attention ignores pad keys (false: SigLIP's towers attend to them)
+    # eot: the end token (the last non-pad); argmax: the highest token id (OpenCLIP's CLIP, where that is the end
+    # token); last: the final position (SigLIP); mean: over non-pad positions
+    pool: str = choice("eot", "eot", "argmax", "last", "mean")
+    activation: str = choice("gelu", "gelu", "quick_gelu")  # quick_gelu: x sigmoid(1.702 x), OpenAI CLIP's
+    norm_eps: float = above(1e-5, 0)  # every LayerNorm's epsilon (1e-5: CLIP; 1e-6: SigLIP)
+    projection_bias: bool = False  # a bias on the projection into the embedding (SigLIP's text head has one)
 
 
 @dataclass

@@ -1,11 +1,13 @@
 """The text tower: token embedding + learned positions + pre-LN transformer blocks + final LayerNorm + pooling.
 
 Token rows are `<sot> tokens... <eot> <pad>...` with a dedicated pad id, so the end token sits at
-`(ids != pad_id).sum(1) - 1`. Attention is causal (CLIP) or bidirectional with the pad keys masked (SigLIP);
-with causal attention no real token ever sees a pad, since pads come after the end token.
+`(ids != pad_id).sum(1) - 1`. Attention is causal (CLIP) or bidirectional, with the pad keys masked or, as
+SigLIP's towers do, attended to (`mask_pad_keys`); with causal attention no real token ever sees a pad, since
+pads come after the end token. The activation (GELU, QuickGELU), the LayerNorms' epsilon and the projection's
+bias are the config's, so the towers of CLIP, OpenCLIP and SigLIP can each be expressed.
 
 Two outputs, chosen by what the loss scores:
-- "embedding": pooled state -> linear projection (no bias) -> L2-normalised [B, D].
+- "embedding": pooled state -> linear projection (bias only with projection_bias) -> L2-normalised [B, D].
 - "pooled_state": the pooled state before any projection, [B, width], for Llip (the loss projects it).
 """
 from typing import Callable, Literal
@@ -20,23 +22,39 @@ from contrastive.config import TextTowerConfig
 TextOutput = Literal["embedding", "pooled_state"]
 
 
-def pool_end_token(x: torch.Tensor, not_pad: torch.Tensor) -> torch.Tensor:
-    end = not_pad.sum(1) - 1
+def pool_end_token(x: torch.Tensor, tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
+    end = (tokens != pad_id).sum(1) - 1
     return x[torch.arange(x.shape[0], device=x.device), end]
 
 
-def pool_last(x: torch.Tensor, not_pad: torch.Tensor) -> torch.Tensor:
+def pool_argmax(x: torch.Tensor, tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """The position of each row's highest token id (OpenCLIP's CLIP pooling: CLIP's end token is its last id)."""
+    return x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=1)]
+
+
+def pool_last(x: torch.Tensor, tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
     """The final position of the padded row (big_vision's "last"); meant for bidirectional attention."""
     return x[:, -1]
 
 
-def pool_mean(x: torch.Tensor, not_pad: torch.Tensor) -> torch.Tensor:
-    weights = not_pad.unsqueeze(-1).to(x.dtype)
+def pool_mean(x: torch.Tensor, tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
+    weights = (tokens != pad_id).unsqueeze(-1).to(x.dtype)
     return (x * weights).sum(1) / weights.sum(1)
 
 
-POOLING: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "eot": pool_end_token, "last": pool_last, "mean": pool_mean}
+# (states [B, L, width], token ids [B, L], pad id) -> [B, width]
+POOLING: dict[str, Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]] = {
+    "eot": pool_end_token, "argmax": pool_argmax, "last": pool_last, "mean": pool_mean}
+
+
+class QuickGELU(nn.Module):
+    """x sigmoid(1.702 x): the activation OpenAI trained CLIP with."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"gelu": nn.GELU, "quick_gelu": QuickGELU}
 
 
 class TextBlock(nn.Module):
@@ -46,17 +64,17 @@ class TextBlock(nn.Module):
     softmax ignores, so its true gradient is zero and Adam would only amplify rounding noise into updates.
     """
 
-    def __init__(self, width: int, heads: int, mlp_ratio: float):
+    def __init__(self, width: int, heads: int, mlp_ratio: float, activation: str = "gelu", norm_eps: float = 1e-5):
         super().__init__()
         self.heads = heads
-        self.attn_norm = nn.LayerNorm(width)
+        self.attn_norm = nn.LayerNorm(width, eps=norm_eps)
         self.qkv = nn.Linear(width, 3 * width, bias=False)
         self.q_bias = nn.Parameter(torch.zeros(width))
         self.v_bias = nn.Parameter(torch.zeros(width))
         self.attn_out = nn.Linear(width, width)
-        self.mlp_norm = nn.LayerNorm(width)
+        self.mlp_norm = nn.LayerNorm(width, eps=norm_eps)
         hidden = int(width * mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), ACTIVATIONS[activation](), nn.Linear(hidden, width))
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
         batch, length, width = x.shape
@@ -81,13 +99,16 @@ class TextTower(nn.Module):
         self.context_length = cfg.context_length
         self.pad_id = pad_id
         self.causal = cfg.causal
+        self.mask_pad_keys = cfg.mask_pad_keys
         self.pool = POOLING[cfg.pool]
         self.grad_checkpointing = False
         self.token_embedding = nn.Embedding(vocab_size, cfg.width)
         self.positional_embedding = nn.Parameter(torch.empty(cfg.context_length, cfg.width))
-        self.blocks = nn.ModuleList(TextBlock(cfg.width, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
-        self.final_norm = nn.LayerNorm(cfg.width)
-        self.projection = nn.Linear(cfg.width, embed_dim, bias=False) if output == "embedding" else None
+        self.blocks = nn.ModuleList(TextBlock(cfg.width, cfg.heads, cfg.mlp_ratio, cfg.activation, cfg.norm_eps)
+                                    for _ in range(cfg.depth))
+        self.final_norm = nn.LayerNorm(cfg.width, eps=cfg.norm_eps)
+        self.projection = (nn.Linear(cfg.width, embed_dim, bias=cfg.projection_bias) if output == "embedding"
+                           else None)
         self._init_clip_style(cfg.width, cfg.depth)
 
     def _init_clip_style(self, width: int, depth: int) -> None:
@@ -104,6 +125,8 @@ class TextTower(nn.Module):
                 nn.init.zeros_(linear.bias)
         if self.projection is not None:
             nn.init.normal_(self.projection.weight, std=width ** -0.5)
+            if self.projection.bias is not None:
+                nn.init.zeros_(self.projection.bias)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """token ids [B, L] (L <= context_length) -> [B, D] (embedding) or [B, width] (pooled_state).
@@ -111,11 +134,13 @@ class TextTower(nn.Module):
         In eval mode the trailing columns that are padding in every row are dropped first: no real token attends
         to a pad (causal attention, or pad keys masked), so the output is the same for less work; zero-shot
         prompts fill a few of 77 positions. Not in training, where a data-dependent shape would cost a host sync
-        per step and recompiles under torch.compile, nor for "last" pooling, which reads the padded row's end.
+        per step and recompiles under torch.compile, nor for "last" pooling, which reads the padded row's end,
+        nor where real tokens attend to the pads (mask_pad_keys off).
         """
-        if not self.training and self.pool is not pool_last:
+        pads_unseen = self.causal or self.mask_pad_keys
+        if not self.training and self.pool is not pool_last and pads_unseen:
             tokens = tokens[:, :int((tokens != self.pad_id).sum(1).max())]
-        pooled = self.pool(self.hidden_states(tokens), tokens != self.pad_id)
+        pooled = self.pool(self.hidden_states(tokens), tokens, self.pad_id)
         return pooled if self.projection is None else F.normalize(self.projection(pooled), dim=-1)
 
     def hidden_states(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -123,7 +148,12 @@ class TextTower(nn.Module):
         if tokens.dim() != 2 or tokens.dtype != torch.long or tokens.shape[1] > self.context_length:
             raise ValueError(f"text tower expects token ids as a long tensor [B, L] with L <= "
                              f"{self.context_length}, got {tokens.dtype} {list(tokens.shape)}")
-        key_mask = None if self.causal else (tokens != self.pad_id)[:, None, None, :]
+        if self.causal:
+            key_mask = None
+        elif self.mask_pad_keys:
+            key_mask = (tokens != self.pad_id)[:, None, None, :]
+        else:
+            key_mask = torch.ones(1, 1, 1, tokens.shape[1], dtype=torch.bool, device=tokens.device)
         x = self.token_embedding(tokens) + self.positional_embedding[: tokens.shape[1]]
         for block in self.blocks:
             if self.grad_checkpointing and torch.is_grad_enabled():

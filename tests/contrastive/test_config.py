@@ -48,7 +48,7 @@ def test_bad_choice_lists_valid_choices_with_did_you_mean():
     with pytest.raises(ConfigError) as e:
         load_config("demo", ["model.text.pool=eott"])
     assert "did you mean eot?" in str(e.value)
-    assert "valid: eot, last, mean" in str(e.value)
+    assert "valid: eot, argmax, last, mean" in str(e.value)
 
 
 def test_unknown_loss_lists_the_registry():

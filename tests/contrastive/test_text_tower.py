@@ -127,3 +127,31 @@ def test_bad_input_is_a_clear_error():
         TextTower(TextTowerConfig(width=30, heads=4), VOCAB, PAD, 16)
     with pytest.raises(ValueError, match="pad_id=50"):
         TextTower(TextTowerConfig(width=32, heads=4, depth=1), VOCAB, VOCAB, 16)
+
+
+def test_argmax_pooling_reads_the_position_of_the_highest_token_id():
+    tokens = batch([SOT, 5, 49, 6, EOT, PAD, PAD, PAD, PAD, PAD, PAD, PAD], row([8]))
+    tower = tiny_tower("pooled_state", pool="argmax").eval()
+    states = tower.hidden_states(tokens)
+    torch.testing.assert_close(tower(tokens), torch.stack([states[0, 2], states[1, 1]]))
+
+
+def test_bidirectional_attention_without_pad_masking_sees_the_pads():
+    masked, unmasked = tiny_tower(causal=False, pool="mean"), tiny_tower(causal=False, pool="mean", mask_pad_keys=False)
+    short, long = batch(row([5, 6, 7], length=6)), batch(row([5, 6, 7], length=12))
+    torch.testing.assert_close(masked.eval()(short), masked(long))
+    assert (unmasked.eval()(short) - unmasked(long)).abs().amax() > 1e-4  # more pads, another output
+    seen: list[int] = []
+    unmasked.blocks[0].register_forward_hook(lambda module, args, out: seen.append(args[0].shape[1]))
+    unmasked(long)
+    assert seen == [12]  # the pad columns are not dropped in eval mode: they matter
+
+
+def test_activation_norm_eps_and_projection_bias_are_the_configs():
+    tower = tiny_tower(activation="quick_gelu", norm_eps=1e-6, projection_bias=True)
+    activation = tower.blocks[0].mlp[1]
+    x = torch.linspace(-3, 3, 7)
+    torch.testing.assert_close(activation(x), x * torch.sigmoid(1.702 * x))
+    assert {m.eps for m in tower.modules() if isinstance(m, torch.nn.LayerNorm)} == {1e-6}
+    assert tower.projection.bias is not None and not tower.projection.bias.any()  # starts at zero
+    assert tiny_tower().projection.bias is None and isinstance(tiny_tower().blocks[0].mlp[1], torch.nn.GELU)
