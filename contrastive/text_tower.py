@@ -139,7 +139,10 @@ class TextTower(nn.Module):
         """
         pads_unseen = self.causal or self.mask_pad_keys
         if not self.training and self.pool is not pool_last and pads_unseen:
-            tokens = tokens[:, :int((tokens != self.pad_id).sum(1).max())]
+            # Up to the last non-pad column of any row: a real token may share the pad's id (OpenCLIP pads CLIP
+            # with 0, which is "!"), so counting non-pads could cut real tokens.
+            columns = torch.arange(1, tokens.shape[1] + 1, device=tokens.device)
+            tokens = tokens[:, :int(((tokens != self.pad_id) * columns).amax())]
         pooled = self.pool(self.hidden_states(tokens), tokens, self.pad_id)
         return pooled if self.projection is None else F.normalize(self.projection(pooled), dim=-1)
 

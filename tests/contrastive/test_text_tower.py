@@ -155,3 +155,13 @@ def test_activation_norm_eps_and_projection_bias_are_the_configs():
     assert {m.eps for m in tower.modules() if isinstance(m, torch.nn.LayerNorm)} == {1e-6}
     assert tower.projection.bias is not None and not tower.projection.bias.any()  # starts at zero
     assert tiny_tower().projection.bias is None and isinstance(tiny_tower().blocks[0].mlp[1], torch.nn.GELU)
+
+
+def test_eval_mode_keeps_every_column_up_to_the_last_real_token_even_one_with_the_pad_id():
+    """OpenCLIP pads CLIP's ids with 0, which is also "!": a row `<sot> a ! ! ! <eot>` must keep all six columns."""
+    tower = tiny_tower("pooled_state", pool="argmax")
+    tokens = batch([SOT, 5, PAD, PAD, PAD, 49, PAD, PAD, PAD, PAD, PAD, PAD])
+    seen: list[int] = []
+    tower.blocks[0].register_forward_hook(lambda module, args, out: seen.append(args[0].shape[1]))
+    torch.testing.assert_close(tower.eval()(tokens), tower.train()(tokens))
+    assert seen == [6, 12]
