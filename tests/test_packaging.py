@@ -51,3 +51,13 @@ def test_a_leaf_package_imports_neither_contrastive_nor_another_leaf_but_eval_im
     for path in (REPO / leaf).rglob("*.py"):
         found = imported_top_levels(path) & forbidden
         assert not found, f"{path.relative_to(REPO)} imports {found}"
+
+
+PEERS = {"open_clip", "open_clip_train", "transformers", "clip_benchmark"}  # test-only dependencies
+
+
+@pytest.mark.parametrize("package", ("contrastive", *LEAVES))
+def test_the_library_never_imports_a_peer(package):
+    for path in (REPO / package).rglob("*.py"):
+        found = imported_top_levels(path) & PEERS
+        assert not found, f"{path.relative_to(REPO)} imports {found}"
