@@ -368,8 +368,9 @@ def _check_key(key: str) -> None:
         fields = {f.name: f for f in dataclasses.fields(cls)}
         if part not in fields:
             where = f"{path}" if path else "the config"
-            hint = (f"; the tower's shape is timm's: model.image.kwargs.{LEGACY_IMAGE_KEYS[part]}"
-                    if path == "model.image" and part in LEGACY_IMAGE_KEYS else _did_you_mean(part, fields, prefix=path))
+            legacy_shape = path == "model.image" and part in LEGACY_IMAGE_KEYS
+            hint = (f"; the tower's shape is timm's: model.image.kwargs.{LEGACY_IMAGE_KEYS[part]}" if legacy_shape
+                    else _did_you_mean(part, fields, prefix=path))
             raise ConfigError(f"config error: {path + '.' if path else ''}{part} is not a key of {where} "
                               f"({cls.__name__}){hint}\n  valid keys: {', '.join(fields)}")
         cls = fields[part].type
@@ -481,9 +482,11 @@ def _resolved_task(name: str, spec: Any, eval_cfg: EvalConfig) -> dict[str, Any]
     """The task's type and every one of its arguments, checked against the registered type."""
     key = f"eval.tasks.{name}"
     if not isinstance(spec, dict) or "type" not in spec:
-        raise ConfigError(f"config error: {key} must be a mapping with a type, e.g. {key}={{type: zeroshot, path: DIR}}")
+        raise ConfigError(f"config error: {key} must be a mapping with a type, e.g. "
+                          f"{key}={{type: zeroshot, path: DIR}}")
     if not name or "/" in name:
-        raise ConfigError(f"config error: {key}: a task name is non-empty and without '/' (it is part of metric names)")
+        raise ConfigError(f"config error: {key}: a task name is non-empty and without '/' (it is part of metric "
+                          "names)")
     from eval import EvalError, get_task
 
     given = dict(spec)

@@ -24,7 +24,9 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 def torch_weight_decay(cfg: OptimConfig) -> float:
     """The coefficient torch's AdamW multiplies by lr_t."""
-    return cfg.weight_decay / cfg.lr if cfg.weight_decay_scaling == "schedule" and cfg.weight_decay else cfg.weight_decay
+    if cfg.weight_decay_scaling == "schedule" and cfg.weight_decay:
+        return cfg.weight_decay / cfg.lr
+    return cfg.weight_decay
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:

@@ -8,7 +8,7 @@ else it takes: the config checks them when it loads, as it checks a loss's), `me
         metrics = ("top1", "top5", "mean_per_class_recall", "num_images")
         def __init__(self, path: str, templates: Literal["openai", "simple"] = "openai", split: str = "test"): ...
         def open(self, pixels): ...              # the data, its layout checked at listing cost
-        def run(self, model, tokenizer, data, runtime): ...   # {"top1": 0.71, ...}
+        def run(self, model, tokenizer, data, runtime, desc): ...   # {"top1": 0.71, ...}
 
 Results are named TYPE/NAME/METRIC (zeroshot/imagenet/top1). Every module of this package is imported with
 the registry (as the losses' are), so a new type is one file here, or a module outside named in `plugins:`.
@@ -39,8 +39,9 @@ class Task(ABC):
 
     @abstractmethod
     def open(self, pixels: Pixels) -> Any:
-        """The task's data for images the model takes (`pixels`: size, resize mode), opened and its layout checked at listing cost (no image decoded): what `run` gets, and
-        what a pre-flight calls so that evaluation does not fail on a path after hours of training."""
+        """The task's data, as images the model takes (`pixels`: size, resize mode), opened and its layout checked
+        at listing cost (no image decoded): what `run` gets, and what a pre-flight calls so that evaluation does
+        not fail on a path after hours of training."""
 
     @abstractmethod
     def run(self, model: EvaluableModel, tokenizer: Tokenizer, data: Any, runtime: Runtime,

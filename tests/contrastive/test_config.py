@@ -202,8 +202,9 @@ def test_a_plugin_that_cannot_be_imported_is_named():
 def test_an_evaluation_task_is_a_registered_type_and_its_own_arguments_all_resolved():
     cfg = load_config("demo", ["eval.tasks.inet={type: zeroshot, path: /data/inet, templates: simple}",
                                "eval.tasks.coco.type=retrieval", "eval.tasks.coco.path=/data/coco"])
-    assert cfg.eval.tasks == {"inet": {"type": "zeroshot", "path": "/data/inet", "templates": "simple", "split": "test"},
-                              "coco": {"type": "retrieval", "path": "/data/coco", "split": "test"}}
+    assert cfg.eval.tasks == {
+        "inet": {"type": "zeroshot", "path": "/data/inet", "templates": "simple", "split": "test"},
+        "coco": {"type": "retrieval", "path": "/data/coco", "split": "test"}}
     assert from_yaml_text(to_yaml(cfg)) == cfg
 
 
@@ -226,7 +227,8 @@ def test_a_task_argument_is_checked_against_the_registered_type_when_the_config_
 
 
 def test_the_pixels_a_model_takes_are_its_own():
-    assert (load_config("clip_b16").model.image.resize, load_config("siglip_b16").model.image.resize) == ("crop", "squash")
+    assert load_config("clip_b16").model.image.resize == "crop"
+    assert load_config("siglip_b16").model.image.resize == "squash"
     assert load_config("siglip_b16").model.image.mean == (0.5, 0.5, 0.5)
     with pytest.raises(ConfigError, match="model.image.resize='stretch' is not a valid choice"):
         load_config("demo", ["model.image.resize=stretch"])

@@ -35,7 +35,8 @@ MISTAKES = [
     ("loss.init_scale=0", r"config error: loss: init_scale must be in \(0, 100\], got 0"),
     ("loss.tau=5", "config error: loss: loss 'clip' does not take tau; its arguments: init_scale=14.28"),
     ("model.text.heads=7", "config error: model.text: model.text.width=32 must be divisible by model.text.heads=7"),
-    ("model.image.kwargs.num_heads=7", r"config error: model.image: timm cannot build vit_base_patch16_224\(.*num_heads=7"),
+    ("model.image.kwargs.num_heads=7",
+     r"config error: model.image: timm cannot build vit_base_patch16_224\(.*num_heads=7"),
     ("eval.zeroshot.x=/typo", "config error: eval.zeroshot.x: zero-shot dataset /typo does not exist.*"
                               "pass --no-path-check"),
     ("data.shards=/nope/*.tar", "config error: data.shards: shard pattern '/nope/\\*.tar' matches no file"),
