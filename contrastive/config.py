@@ -322,17 +322,34 @@ def _apply_override(cfg: DictConfig, override: str) -> DictConfig:
         raise ConfigError(f"override {override!r} is not of the form key=value (e.g. optim.lr=1e-3)")
     key, raw = (part.strip() for part in override.split("=", 1))
     _check_key(key)
+    is_list = isinstance(_field_default(key), list)
     try:
         value = yaml.safe_load(raw) if raw else ""
     except yaml.YAMLError:
-        value = raw  # not YAML (e.g. an unbalanced bracket in a path): the string as typed
-    if isinstance(_field_default(key), list) and not isinstance(value, list):
+        # Not YAML: a list of brace patterns ([a/{0..7}.tar,b/{0..3}.tar], which YAML reads as flow mappings), or
+        # a string as typed (e.g. an unbalanced bracket in a path).
+        value = _bracketed_items(raw) if is_list and raw.startswith("[") and raw.endswith("]") else raw
+    if is_list and not isinstance(value, list):
         value = [value]  # data.shards=a/{000..009}.tar means a one-element list
     try:
         OmegaConf.update(cfg, key, value, merge=False)
     except OmegaConfBaseException as e:
         raise ConfigError(f"config error: {key}: {str(e).splitlines()[0]} (in override {override!r})") from None
     return cfg
+
+
+def _bracketed_items(raw: str) -> list[str]:
+    """`[a/{0..7}.tar, b/{0,1}.tar]` -> ["a/{0..7}.tar", "b/{0,1}.tar"]: split at the commas outside braces."""
+    items, depth, current = [], 0, []
+    for char in raw[1:-1]:
+        if char == "," and depth == 0:
+            items.append("".join(current).strip())
+            current = []
+            continue
+        depth += {"{": 1, "}": -1}.get(char, 0)
+        current.append(char)
+    items.append("".join(current).strip())
+    return [item for item in items if item]
 
 
 def _resolve_field(key: str) -> dataclasses.Field:

@@ -20,6 +20,12 @@ def test_a_bare_string_for_a_list_field_is_a_one_element_list():
     assert cfg.data.shards == ["/a/x.tar", "/b/y.tar"] and cfg.data.weights == [0.7, 0.3]
 
 
+def test_a_list_of_brace_patterns_is_a_list_although_yaml_reads_braces_as_mappings():
+    cfg = load_config(None, ["data.shards=[/a/{000..009}.tar,/b/{00..99}.tar]", "data.weights=[0.7,0.3]"])
+    assert cfg.data.shards == ["/a/{000..009}.tar", "/b/{00..99}.tar"]  # docs/training.md's example
+    assert load_config(None, ["data.shards=[/a/{0,1}.tar, /b/x.tar]"]).data.shards == ["/a/{0,1}.tar", "/b/x.tar"]
+
+
 @pytest.mark.parametrize("override, expected", [
     ("optim.lrr=1", "optim.lrr is not a key of optim (OptimConfig); did you mean optim.lr?"),
     ("modl.width=3", "did you mean model?"),
