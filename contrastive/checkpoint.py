@@ -78,12 +78,13 @@ class Checkpointer:
             self.path(step).unlink(missing_ok=True)
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+def load_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict[str, Any]:
+    """`mmap`: tensors are read from the file only when used (what reads just the config and tokenizer wants)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # torch raises several types for truncated files and refused pickles
         raise CheckpointError(f"checkpoint {path} cannot be loaded: {type(e).__name__}: "
                               f"{str(e).splitlines()[0] if str(e) else ''}") from e

@@ -117,9 +117,12 @@ def checkpoints_to_evaluate(path: Path, all_checkpoints: bool) -> tuple[Path, li
     return path, found
 
 
-def run_of_checkpoint(checkpoint: Path, run_dir: Path, overrides: list[str]) -> LoadedRun:
-    """A checkpoint describes itself: it carries its run's config and tokenizer."""
-    state = load_checkpoint(checkpoint)
+def run_of(run_dir: Path, checkpoint: Path, overrides: list[str]) -> LoadedRun:
+    """The run `checkpoint` (one of checkpoints_to_evaluate's) belongs to: its run dir's config.yaml and
+    tokenizer.json, or, for a checkpoint outside any run dir, the config and tokenizer it carries."""
+    if checkpoint.parent.parent == run_dir:
+        return load_run(run_dir, overrides)
+    state = load_checkpoint(checkpoint, mmap=True)
     if "config" not in state or "tokenizer" not in state:
         raise CheckpointError(f"checkpoint {checkpoint} carries no {'config' if 'config' not in state else 'tokenizer'}"
                               " (it was written before checkpoints carried them): evaluate it inside its run dir, "
@@ -131,10 +134,10 @@ def run_of_checkpoint(checkpoint: Path, run_dir: Path, overrides: list[str]) -> 
 
 
 def evaluate_checkpoint(path: str | Path, overrides: list[str] = (), all_checkpoints: bool = False,
-                        progress: bool = True) -> list[dict[str, float]]:
+                        progress: bool = True) -> tuple[Path, list[dict[str, float]]]:
+    """(the run dir whose eval/ holds the results, {"step": N, METRIC: value, ...} per checkpoint)."""
     run_dir, checkpoints = checkpoints_to_evaluate(Path(path), all_checkpoints)
-    run = (load_run(run_dir, list(overrides)) if (run_dir / "config.yaml").is_file()
-           else run_of_checkpoint(checkpoints[0], run_dir, list(overrides)))
+    run = run_of(run_dir, checkpoints[0], list(overrides))
     if not has_evaluators(run.cfg):
         raise CheckpointError("nothing to evaluate: name datasets with eval.zeroshot.NAME=PATH, "
                               "eval.retrieval.NAME=PATH or eval.tasks.NAME={type: TYPE, path: PATH}")
@@ -149,4 +152,4 @@ def evaluate_checkpoint(path: str | Path, overrides: list[str] = (), all_checkpo
             for name, value in metrics.items():
                 writer.add_scalar(name, value, step)
             results.append({"step": step, **metrics})
-    return results
+    return run_dir, results

@@ -20,18 +20,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from contrastive.evaluate import checkpoints_to_evaluate, evaluate_checkpoint, results_path
+    from contrastive.evaluate import evaluate_checkpoint, results_path
 
     try:
         with raising_on_stop():
-            results = evaluate_checkpoint(args.path, args.overrides, all_checkpoints=args.all)
+            run_dir, results = evaluate_checkpoint(args.path, args.overrides, all_checkpoints=args.all)
     except Stopped as e:
         kept = ("the checkpoints evaluated before the stop have their results in RUN_DIR/eval/, no half-written file "
                 f"is left; rerun `contrastive eval {args.path}` to finish")
         raise Stopped(e.signum, kept) from None
-    run_dir = checkpoints_to_evaluate(Path(args.path), args.all)[0]
     for result in results:
         step = result.pop("step")
         print("\n".join([f"step {step}: {results_path(run_dir, step)}", *metric_lines(dict(sorted(result.items())))]))

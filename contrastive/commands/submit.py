@@ -83,7 +83,7 @@ def run_evaluation(checkpoint: str, overrides: list[str]) -> list[dict[str, floa
     """The evaluation job's body (runs inside the job)."""
     from contrastive.evaluate import evaluate_checkpoint
 
-    return evaluate_checkpoint(checkpoint, overrides, progress=False)
+    return evaluate_checkpoint(checkpoint, overrides, progress=False)[1]
 
 
 def resources_of(cfg: Config) -> Resources:
@@ -151,7 +151,7 @@ def submit_train(args: argparse.Namespace) -> int:
 
 
 def submit_eval(args: argparse.Namespace) -> int:
-    from contrastive.evaluate import checkpoints_to_evaluate
+    from contrastive.evaluate import checkpoints_to_evaluate, run_of
     from slurm import launch
     from slurm.fit import fit_to_target
 
@@ -164,11 +164,12 @@ def submit_eval(args: argparse.Namespace) -> int:
         raise FileNotFoundError("no run dir or checkpoint given (arguments: " + " ".join(args.targets) + ")")
     checkpoints: list[Path] = []
     run_dirs: list[Path] = []
+    cfgs: dict[Path, Config] = {}
     for path in paths:
         run_dir, found = checkpoints_to_evaluate(path, args.all)
         checkpoints += found
         run_dirs += [run_dir] * len(found)
-    cfgs = {run_dir: load_config(str(run_dir / "config.yaml"), overrides) for run_dir in run_dirs}
+        cfgs[run_dir] = run_of(run_dir, found[0], overrides).cfg
     train_resources = resources_of(cfgs[run_dirs[0]])
     resources = fit_to_target(dataclasses.replace(train_resources, nodes=1, tasks_per_node=1,
                                                   gpus_per_node=min(1, train_resources.gpus_per_node)),

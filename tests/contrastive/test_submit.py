@@ -3,6 +3,7 @@ through submitit's local executor (everywhere) and on a real Slurm cluster (test
 import dataclasses
 import functools
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -133,6 +134,12 @@ def test_local_training_job_then_an_eval_job_then_the_report(demo_data, tmp_path
     run, steps, loss, top1_attributes, top1_relations = lines[2].strip("| ").split(" | ")
     assert (run, steps) == ("run", "8") and float(loss) > 0
     assert 0 <= float(top1_attributes) <= 1 and 0 <= float(top1_relations) <= 1
+    # A checkpoint copied out of its run dir is submitted with the config and tokenizer it carries.
+    loose = tmp_path / "shared" / "model.pt"
+    loose.parent.mkdir()
+    shutil.copy(checkpoint, loose)
+    assert run_command(submit, "submit", "eval", str(loose), *demo_evals(demo_data), "--local", "--check") == 0
+    assert "check passed: 1 evaluation to submit; nothing submitted" in capsys.readouterr().out
 
 
 @pytest.mark.slurm
