@@ -220,7 +220,8 @@ def _config_chain(name_or_path: str, seen: tuple[str, ...] = ()) -> list[tuple[s
 
 def load_config(name_or_path: Optional[str] = None, overrides: list[str] = ()) -> Config:
     """Defaults, then the named config (or a YAML path), then `key=value` overrides, validated."""
-    return _load(_config_chain(name_or_path) if name_or_path is not None else [], overrides)
+    chain = _config_chain(name_or_path) if name_or_path is not None else []
+    return _load([(f"config {name}", data) for name, data in chain], overrides)
 
 
 def from_yaml_text(text: str, overrides: list[str] = ()) -> Config:
@@ -229,10 +230,10 @@ def from_yaml_text(text: str, overrides: list[str] = ()) -> Config:
 
 
 def _load(layers: list[tuple[str, dict[str, Any]]], overrides: list[str]) -> Config:
+    """(source, data) layers merged in order, then the overrides, validated."""
     cfg = OmegaConf.structured(Config)
-    for name, data in layers:
-        cfg = _merge(_start_other_loss(cfg, (data.get("loss") or {}).get("name")), data,
-                     source=name if name == "saved config" else f"config {name}")
+    for source, data in layers:
+        cfg = _merge(_start_other_loss(cfg, (data.get("loss") or {}).get("name")), data, source=source)
     cfg = _start_other_loss(cfg, _overridden_loss_name(overrides))
     for override in overrides:
         cfg = _apply_override(cfg, override)
@@ -512,7 +513,7 @@ def _resolved_task(name: str, spec: Any, eval_cfg: EvalConfig) -> dict[str, Any]
         cls = get_task(str(type_name))
     except EvalError as e:
         raise ConfigError(f"config error: {key}.type: {e}") from None
-    if name in getattr(eval_cfg, type_name, {}):
+    if name in {"zeroshot": eval_cfg.zeroshot, "retrieval": eval_cfg.retrieval}.get(type_name, {}):
         raise ConfigError(f"config error: {key} and eval.{type_name}.{name} name the same {type_name} task")
     try:
         return {"type": type_name, **resolve(cls, given, f"task type {type_name!r}")}

@@ -76,12 +76,12 @@ class TextBlock(nn.Module):
         hidden = int(width * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(width, hidden), ACTIVATIONS[activation](), nn.Linear(hidden, width))
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None, causal: bool) -> torch.Tensor:
         batch, length, width = x.shape
         qkv_bias = torch.cat((self.q_bias, torch.zeros_like(self.q_bias), self.v_bias))
         qkv = F.linear(self.attn_norm(x), self.qkv.weight, qkv_bias)
         q, k, v = qkv.view(batch, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
-        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, is_causal=key_mask is None)
+        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, is_causal=causal)
         x = x + self.attn_out(attended.transpose(1, 2).reshape(batch, length, width))
         return x + self.mlp(self.mlp_norm(x))
 
@@ -151,18 +151,13 @@ class TextTower(nn.Module):
         if tokens.dim() != 2 or tokens.dtype != torch.long or tokens.shape[1] > self.context_length:
             raise ValueError(f"text tower expects token ids as a long tensor [B, L] with L <= "
                              f"{self.context_length}, got {tokens.dtype} {list(tokens.shape)}")
-        if self.causal:
-            key_mask = None
-        elif self.mask_pad_keys:
-            key_mask = (tokens != self.pad_id)[:, None, None, :]
-        else:
-            key_mask = torch.ones(1, 1, 1, tokens.shape[1], dtype=torch.bool, device=tokens.device)
+        key_mask = (tokens != self.pad_id)[:, None, None, :] if not self.causal and self.mask_pad_keys else None
         x = self.token_embedding(tokens) + self.positional_embedding[: tokens.shape[1]]
         for block in self.blocks:
             if self.grad_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(block, x, key_mask, use_reentrant=False)
+                x = checkpoint(block, x, key_mask, self.causal, use_reentrant=False)
             else:
-                x = block(x, key_mask)
+                x = block(x, key_mask, self.causal)
         return self.final_norm(x)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:

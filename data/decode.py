@@ -2,8 +2,8 @@
 
 Images: data.validate.decode_image, with JPEG draft mode (DCT scaling) when the source is at least twice the
 size the crop needs; RandomResizedCrop for training, through torchvision's v2 functionals with crop parameters
-drawn from the caller's generator (never a global RNG); without augmentation, `square_pixels`, the model's resize
-mode (the one evaluation uses too).
+drawn from the caller's generator (never a global RNG); without augmentation, `square_pixels` (evaluation's too,
+which chooses the model's resize mode).
 Which samples are usable and what their captions are is data/validate.py's; one caption is drawn per visit.
 """
 from __future__ import annotations
@@ -40,7 +40,6 @@ class ImageTransform:
     image_size: int
     train: bool
     crop_scale: tuple[float, float]
-    resize: str = "crop"  # without augmentation (train=False)
 
     def needed_short_side(self) -> int:
         """The short side a decoded image needs so that the smallest possible crop still has image_size pixels."""
@@ -50,7 +49,7 @@ class ImageTransform:
 
     def __call__(self, image: Image.Image, generator: torch.Generator) -> torch.Tensor:
         if not self.train:
-            return square_pixels(image, self.image_size, self.resize)
+            return square_pixels(image, self.image_size)
         top, left, height, width = random_resized_crop_box(image.height, image.width, self.crop_scale, generator)
         size = [self.image_size, self.image_size]
         image = F.resized_crop(image, top, left, height, width, size, InterpolationMode.BICUBIC, antialias=True)

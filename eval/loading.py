@@ -47,10 +47,10 @@ class Pixels:
     resize: str = "crop"
 
 
-def eval_transform(pixels: Pixels) -> ImageTransform:
+def eval_transform(image_size: int, resize: str = "crop") -> ImageTransform:
     from data.decode import square_pixels  # torchvision: when a task opens its data, not with the registry
 
-    return functools.partial(square_pixels, size=pixels.size, resize=pixels.resize)
+    return functools.partial(square_pixels, size=image_size, resize=resize)
 
 
 def decode(source: Path | bytes, name: str) -> Image.Image:

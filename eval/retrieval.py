@@ -88,7 +88,7 @@ class RetrievalSet:
 def open_retrieval_set(path: str | os.PathLike, image_size: int, split: str = "test",
                        resize: str = "crop") -> RetrievalSet:
     given = Path(path)
-    transform = eval_transform(Pixels(image_size, resize))
+    transform = eval_transform(image_size, resize)
     if given.is_file() and given.suffix == ".json":
         return _from_karpathy_json(given, split, transform)
     if not given.is_dir():

@@ -99,7 +99,7 @@ def open_classification_set(path: str | os.PathLike, image_size: int, templates:
     if not root.is_dir():
         raise EvalError(f"zero-shot dataset {root} does not exist or is not a directory; expected an ImageFolder "
                         f"tree (CLASS/IMAGE.jpg) or WebDataset shards ({split}/0.tar ...)")
-    transform = eval_transform(Pixels(image_size, resize))
+    transform = eval_transform(image_size, resize)
     shards = find_shards(root, split)
     if shards is not None:
         return _from_shards(root, shards, transform, templates)
