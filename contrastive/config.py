@@ -69,6 +69,8 @@ class ImageTowerConfig:
     mean: tuple[float, float, float] = within(OPENAI_MEAN, "[0, 1]")
     std: tuple[float, float, float] = within(OPENAI_STD, "(0, 1]")
     resize: str = choice("crop", "crop", "squash")  # shorter side + centre crop (CLIP); whole image squashed (SigLIP)
+    # false: the model's pooled output is the embedding, no projection (SigLIP's MAP head); its width is embed_dim
+    projection: bool = True
 
 
 @dataclass
@@ -83,9 +85,18 @@ class TextTowerConfig:
     # eot: the end token (the last non-pad); argmax: the highest token id (OpenCLIP's CLIP, where that is the end
     # token); last: the final position (SigLIP); mean: over non-pad positions
     pool: str = choice("eot", "eot", "argmax", "last", "mean")
-    activation: str = choice("gelu", "gelu", "quick_gelu")  # quick_gelu: x sigmoid(1.702 x), OpenAI CLIP's
+    # quick_gelu: x sigmoid(1.702 x), OpenAI CLIP's; gelu_tanh: the tanh approximation, Hugging Face SigLIP's
+    activation: str = choice("gelu", "gelu", "quick_gelu", "gelu_tanh")
     norm_eps: float = above(1e-5, 0)  # every LayerNorm's epsilon (1e-5: CLIP; 1e-6: SigLIP)
     projection_bias: bool = False  # a bias on the projection into the embedding (SigLIP's text head has one)
+    # How the tokenizer makes rows of ids (data/tokenizer.py): the text cleaning before tokenizing (clip: HTML
+    # entities, whitespace, lower case; openclip: ftfy first, as OpenCLIP's CLIP; canonicalize: SigLIP's, also
+    # punctuation stripped; none: the tokenizer file's own normaliser, as Hugging Face's), whether rows start with
+    # a start token (SigLIP's do not), and the pad id (null: a dedicated pad token, appended to the vocabulary if the
+    # file has none; an id: that token pads, e.g. 0 for OpenCLIP's CLIP, the end token for SigLIP).
+    clean: str = choice("clip", "clip", "openclip", "canonicalize", "none")
+    start_token: bool = True
+    pad_id: Optional[int] = None
 
 
 @dataclass

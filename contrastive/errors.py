@@ -10,10 +10,15 @@ class CheckpointError(RuntimeError):
     """A checkpoint that is missing, corrupt or from another run, named in the message."""
 
 
+class FormatError(ValueError):
+    """What a peer's model files hold that this codebase cannot express, named (the tensor or key, and what was
+    expected), or files that are not the format they claim."""
+
+
 class TrainingDiverged(RuntimeError):
     """Too many consecutive steps with a non-finite loss or gradient (train.max_bad_steps)."""
 
 
 USER_ERRORS: tuple[type[BaseException], ...] = (
-    ConfigError, DataError, EvalError, SlurmError, CheckpointError, TrainingDiverged, FileNotFoundError,
+    ConfigError, DataError, EvalError, SlurmError, CheckpointError, FormatError, TrainingDiverged, FileNotFoundError,
 )

@@ -5,7 +5,7 @@
 
 Two outputs, chosen by what the loss scores:
 - "embedding": the model's pooled output (timm's `num_classes=0` forward, [B, head_hidden_size]) -> linear
-  projection (no bias) -> L2-normalised [B, D].
+  projection (no bias; none with `projection: false`, as SigLIP's attention-pooled ViTs) -> L2-normalised [B, D].
 - "mixture_tokens": the K learnable prefix tokens of a ViT after its final norm, [B, K, width], for Llip.
   The ViT is built with K register tokens and no class token, so these are timm's prefix tokens, and no
   pooling head or projection is built (the loss owns the projections). Other towers have no such tokens.
@@ -54,9 +54,15 @@ class ImageTower(nn.Module):
             raise ValueError(f"mixture tokens are register tokens of a timm VisionTransformer; {cfg.timm_name} is a "
                              f"{type(self.trunk).__name__}")
         self.width = getattr(self.trunk, "head_hidden_size", self.trunk.num_features)  # of what forward pools
-        self.projection = nn.Linear(self.width, embed_dim, bias=False) if output == "embedding" else None
-        if self.projection is not None:
+        self.projection: nn.Module | None = None
+        if output == "embedding" and cfg.projection:
+            self.projection = nn.Linear(self.width, embed_dim, bias=False)
             nn.init.normal_(self.projection.weight, std=self.width ** -0.5)
+        elif output == "embedding":
+            if self.width != embed_dim:
+                raise ValueError(f"projection=false makes the pooled output ({self.width} wide) the embedding, but "
+                                 f"model.embed_dim={embed_dim}")
+            self.projection = nn.Identity()
         self.register_buffer("mean", 255 * torch.tensor(cfg.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", 255 * torch.tensor(cfg.std).view(1, 3, 1, 1), persistent=False)
 

@@ -18,6 +18,8 @@ from typing import Any, Mapping
 
 import torch
 
+from contrastive.state_mapping import map_state_dict, refuse_unknown, rename, transpose
+
 HEAD_WIDTH = 64  # OpenCLIP's CLIPVisionCfg.head_width default: heads = width / 64
 # OpenCLIP's model_cfg keys this mapping expresses; any other is refused (it would change the model).
 VISION_KEYS = {"image_size", "layers", "width", "patch_size", "head_width", "mlp_ratio"}
@@ -25,17 +27,13 @@ TEXT_KEYS = {"context_length", "vocab_size", "width", "heads", "layers", "mlp_ra
 MODEL_KEYS = {"embed_dim", "vision_cfg", "text_cfg", "quick_gelu"}
 
 
-class FormatError(ValueError):
-    """What the OpenCLIP files hold that this mapping cannot express, named."""
-
-
 def config_overrides(model_cfg: Mapping[str, Any], quick_gelu: bool) -> list[str]:
     """Our config's keys for an OpenCLIP model config (`quick_gelu`: the activation its weights were trained with,
     which OpenCLIP's own ViT-B-32.json does not say for OpenAI's weights)."""
-    _refuse_unknown(model_cfg, MODEL_KEYS, "model_cfg")
+    refuse_unknown(model_cfg, MODEL_KEYS, "model_cfg")
     vision, text = dict(model_cfg["vision_cfg"]), dict(model_cfg["text_cfg"])
-    _refuse_unknown(vision, VISION_KEYS, "model_cfg.vision_cfg")
-    _refuse_unknown(text, TEXT_KEYS, "model_cfg.text_cfg")
+    refuse_unknown(vision, VISION_KEYS, "model_cfg.vision_cfg")
+    refuse_unknown(text, TEXT_KEYS, "model_cfg.text_cfg")
     activation = "quick_gelu" if quick_gelu else "gelu"
     image_kwargs = {"patch_size": vision["patch_size"], "embed_dim": vision["width"], "depth": vision["layers"],
                     "num_heads": vision["width"] // vision.get("head_width", HEAD_WIDTH),
@@ -54,25 +52,9 @@ def config_overrides(model_cfg: Mapping[str, Any], quick_gelu: bool) -> list[str
 
 def convert_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """OpenCLIP's entries -> ours (ContrastiveModel with the config above)."""
-    out: dict[str, torch.Tensor] = {}
-    for name, value in state.items():
-        for pattern, convert in RULES:
-            match = pattern.fullmatch(name)
-            if match:
-                out.update(convert(value, *match.groups()))
-                break
-        else:
-            raise FormatError(f"OpenCLIP tensor {name} {list(value.shape)} has no counterpart here (an OpenAI-style "
-                              "CLIP ViT has visual.*, transformer.resblocks.*, token_embedding, positional_embedding, "
-                              "ln_final, text_projection, logit_scale)")
-    return out
-
-
-def _refuse_unknown(cfg: Mapping[str, Any], known: set[str], where: str) -> None:
-    unknown = sorted(set(cfg) - known)
-    if unknown:
-        raise FormatError(f"{where} sets {', '.join(unknown)}, which this import cannot express (it knows "
-                          f"{', '.join(sorted(known))})")
+    return map_state_dict(state, RULES, "OpenCLIP", hint="an OpenAI-style CLIP ViT has visual.*, "
+                          "transformer.resblocks.*, token_embedding, positional_embedding, ln_final, text_projection, "
+                          "logit_scale")
 
 
 def _text_attention(value: torch.Tensor, block: str, kind: str) -> dict[str, torch.Tensor]:
@@ -83,31 +65,27 @@ def _text_attention(value: torch.Tensor, block: str, kind: str) -> dict[str, tor
     return {f"{prefix}.q_bias": q, f"{prefix}.v_bias": v}
 
 
-def _rename(target: str, transform: Any = None) -> Any:
-    return lambda value, *groups: {target.format(*groups): value if transform is None else transform(value)}
-
-
 VISION_BLOCK = {"ln_1": "norm1", "attn.in_proj": "attn.qkv", "attn.out_proj": "attn.proj", "ln_2": "norm2",
                 "mlp.c_fc": "mlp.fc1", "mlp.c_proj": "mlp.fc2"}
 TEXT_BLOCK = {"ln_1": "attn_norm", "attn.out_proj": "attn_out", "ln_2": "mlp_norm", "mlp.c_fc": "mlp.0",
               "mlp.c_proj": "mlp.2"}
 RULES = [
-    (re.compile(r"visual\.class_embedding"), _rename("image_tower.trunk.cls_token", lambda v: v.view(1, 1, -1))),
-    (re.compile(r"visual\.positional_embedding"), _rename("image_tower.trunk.pos_embed", lambda v: v.unsqueeze(0))),
-    (re.compile(r"visual\.conv1\.weight"), _rename("image_tower.trunk.patch_embed.proj.weight")),
-    (re.compile(r"visual\.ln_pre\.(weight|bias)"), _rename("image_tower.trunk.norm_pre.{0}")),
-    (re.compile(r"visual\.ln_post\.(weight|bias)"), _rename("image_tower.trunk.norm.{0}")),
-    (re.compile(r"visual\.proj"), _rename("image_tower.projection.weight", lambda v: v.T.contiguous())),
+    (re.compile(r"visual\.class_embedding"), rename("image_tower.trunk.cls_token", lambda v: v.view(1, 1, -1))),
+    (re.compile(r"visual\.positional_embedding"), rename("image_tower.trunk.pos_embed", lambda v: v.unsqueeze(0))),
+    (re.compile(r"visual\.conv1\.weight"), rename("image_tower.trunk.patch_embed.proj.weight")),
+    (re.compile(r"visual\.ln_pre\.(weight|bias)"), rename("image_tower.trunk.norm_pre.{0}")),
+    (re.compile(r"visual\.ln_post\.(weight|bias)"), rename("image_tower.trunk.norm.{0}")),
+    (re.compile(r"visual\.proj"), rename("image_tower.projection.weight", transpose)),
     *((re.compile(rf"visual\.transformer\.resblocks\.(\d+)\.{re.escape(ours)}[._](weight|bias)"),
-       _rename(f"image_tower.trunk.blocks.{{0}}.{theirs}.{{1}}"))
+       rename(f"image_tower.trunk.blocks.{{0}}.{theirs}.{{1}}"))
       for ours, theirs in VISION_BLOCK.items()),
     (re.compile(r"transformer\.resblocks\.(\d+)\.attn\.in_proj_(weight|bias)"), _text_attention),
     *((re.compile(rf"transformer\.resblocks\.(\d+)\.{re.escape(ours)}\.(weight|bias)"),
-       _rename(f"text_tower.blocks.{{0}}.{theirs}.{{1}}"))
+       rename(f"text_tower.blocks.{{0}}.{theirs}.{{1}}"))
       for ours, theirs in TEXT_BLOCK.items()),
-    (re.compile(r"token_embedding\.weight"), _rename("text_tower.token_embedding.weight")),
-    (re.compile(r"positional_embedding"), _rename("text_tower.positional_embedding")),
-    (re.compile(r"ln_final\.(weight|bias)"), _rename("text_tower.final_norm.{0}")),
-    (re.compile(r"text_projection"), _rename("text_tower.projection.weight", lambda v: v.T.contiguous())),
-    (re.compile(r"logit_scale"), _rename("loss.logit_scale")),
+    (re.compile(r"token_embedding\.weight"), rename("text_tower.token_embedding.weight")),
+    (re.compile(r"positional_embedding"), rename("text_tower.positional_embedding")),
+    (re.compile(r"ln_final\.(weight|bias)"), rename("text_tower.final_norm.{0}")),
+    (re.compile(r"text_projection"), rename("text_tower.projection.weight", transpose)),
+    (re.compile(r"logit_scale"), rename("loss.logit_scale")),
 ]

@@ -3,7 +3,7 @@
 Token rows are `<sot> tokens... <eot> <pad>...` with a dedicated pad id, so the end token sits at
 `(ids != pad_id).sum(1) - 1`. Attention is causal (CLIP) or bidirectional, with the pad keys masked or, as
 SigLIP's towers do, attended to (`mask_pad_keys`); with causal attention no real token ever sees a pad, since
-pads come after the end token. The activation (GELU, QuickGELU), the LayerNorms' epsilon and the projection's
+pads come after the end token. The activation (GELU, QuickGELU, tanh GELU), the LayerNorms' epsilon and the projection's
 bias are the config's, so the towers of CLIP, OpenCLIP and SigLIP can each be expressed.
 
 Two outputs, chosen by what the loss scores:
@@ -22,14 +22,21 @@ from contrastive.config import TextTowerConfig
 TextOutput = Literal["embedding", "pooled_state"]
 
 
-def pool_end_token(x: torch.Tensor, tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
-    end = (tokens != pad_id).sum(1) - 1
-    return x[torch.arange(x.shape[0], device=x.device), end]
+def end_positions(tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
+    return (tokens != pad_id).sum(1) - 1
 
 
-def pool_argmax(x: torch.Tensor, tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
-    """The position of each row's highest token id (OpenCLIP's CLIP pooling: CLIP's end token is its last id)."""
-    return x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=1)]
+def argmax_positions(tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """Each row's first highest token id (OpenCLIP's and Hugging Face's CLIP: the end token is the last id)."""
+    return tokens.argmax(dim=1)
+
+
+# The pooling that reads one position per row: how that position is found, from the token ids and the pad id.
+POSITIONS: dict[str, Callable[[torch.Tensor, int], torch.Tensor]] = {"eot": end_positions, "argmax": argmax_positions}
+
+
+def pool_at(positions: Callable[[torch.Tensor, int], torch.Tensor]) -> Callable[..., torch.Tensor]:
+    return lambda x, tokens, pad_id: x[torch.arange(x.shape[0], device=x.device), positions(tokens, pad_id)]
 
 
 def pool_last(x: torch.Tensor, tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
@@ -44,7 +51,7 @@ def pool_mean(x: torch.Tensor, tokens: torch.Tensor, pad_id: int) -> torch.Tenso
 
 # (states [B, L, width], token ids [B, L], pad id) -> [B, width]
 POOLING: dict[str, Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]] = {
-    "eot": pool_end_token, "argmax": pool_argmax, "last": pool_last, "mean": pool_mean}
+    **{name: pool_at(positions) for name, positions in POSITIONS.items()}, "last": pool_last, "mean": pool_mean}
 
 
 class QuickGELU(nn.Module):
@@ -54,7 +61,8 @@ class QuickGELU(nn.Module):
         return x * torch.sigmoid(1.702 * x)
 
 
-ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"gelu": nn.GELU, "quick_gelu": QuickGELU}
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "gelu": nn.GELU, "quick_gelu": QuickGELU, "gelu_tanh": lambda: nn.GELU(approximate="tanh")}
 
 
 class TextBlock(nn.Module):
@@ -101,6 +109,7 @@ class TextTower(nn.Module):
         self.causal = cfg.causal
         self.mask_pad_keys = cfg.mask_pad_keys
         self.pool = POOLING[cfg.pool]
+        self.pooled_position = POSITIONS.get(cfg.pool)
         self.grad_checkpointing = False
         self.token_embedding = nn.Embedding(vocab_size, cfg.width)
         self.positional_embedding = nn.Parameter(torch.empty(cfg.context_length, cfg.width))
@@ -139,10 +148,14 @@ class TextTower(nn.Module):
         """
         pads_unseen = self.causal or self.mask_pad_keys
         if not self.training and self.pool is not pool_last and pads_unseen:
-            # Up to the last non-pad column of any row: a real token may share the pad's id (OpenCLIP pads CLIP
-            # with 0, which is "!"), so counting non-pads could cut real tokens.
+            # Up to the last non-pad column of any row (a real token may share the pad's id: OpenCLIP pads CLIP
+            # with 0, which is "!", so counting non-pads could cut real tokens), and at least to the pooled
+            # position (Hugging Face pads CLIP with the end token it pools at).
             columns = torch.arange(1, tokens.shape[1] + 1, device=tokens.device)
-            tokens = tokens[:, :int(((tokens != self.pad_id) * columns).amax())]
+            keep = ((tokens != self.pad_id) * columns).amax()
+            if self.pooled_position is not None:
+                keep = torch.maximum(keep, self.pooled_position(tokens, self.pad_id).amax() + 1)
+            tokens = tokens[:, :int(keep)]
         pooled = self.pool(self.hidden_states(tokens), tokens, self.pad_id)
         return pooled if self.projection is None else F.normalize(self.projection(pooled), dim=-1)
 

@@ -11,7 +11,8 @@ from open_clip.model import CLIP  # noqa: E402
 
 from contrastive.config import load_config  # noqa: E402
 from contrastive.model import build_model  # noqa: E402
-from contrastive.openclip_format import FormatError, config_overrides, convert_state_dict  # noqa: E402
+from contrastive.errors import FormatError  # noqa: E402
+from contrastive.openclip_format import config_overrides, convert_state_dict  # noqa: E402
 from data.decode import square_pixels  # noqa: E402
 
 SOT, EOT, VOCAB = 49406, 49407, 49408
