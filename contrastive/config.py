@@ -91,10 +91,11 @@ class TextTowerConfig:
     projection_bias: bool = False  # a bias on the projection into the embedding (SigLIP's text head has one)
     # How the tokenizer makes rows of ids (data/tokenizer.py): the text cleaning before tokenizing (clip: HTML
     # entities, whitespace, lower case; openclip: ftfy first, as OpenCLIP's CLIP; canonicalize: SigLIP's, also
-    # punctuation stripped; none: the tokenizer file's own normaliser, as Hugging Face's), whether rows start with
+    # punctuation stripped; canonicalize_hf: transformers' SiglipTokenizer's, without ftfy and HTML entities; none: the
+    # tokenizer file's own normaliser, as Hugging Face's CLIP), whether rows start with
     # a start token (SigLIP's do not), and the pad id (null: a dedicated pad token, appended to the vocabulary if the
     # file has none; an id: that token pads, e.g. 0 for OpenCLIP's CLIP, the end token for SigLIP).
-    clean: str = choice("clip", "clip", "openclip", "canonicalize", "none")
+    clean: str = choice("clip", "clip", "openclip", "canonicalize", "canonicalize_hf", "none")
     start_token: bool = True
     pad_id: Optional[int] = None
 

@@ -16,6 +16,7 @@ from contrastive.config import Config, from_yaml_text, load_config
 from contrastive.distributed import pick_device
 from contrastive.model import ContrastiveModel, build_model
 from contrastive.step import autocast_dtype
+from contrastive.text_tower import text_tokenizer
 from data.tokenizer import Tokenizer
 from eval import Task, evaluate, get_task
 from eval.results import read_json, write_json
@@ -84,7 +85,8 @@ def load_run(run_dir: Path, overrides: list[str]) -> LoadedRun:
     tokenizer_path = run_dir / "tokenizer.json"
     if not tokenizer_path.is_file():
         raise CheckpointError(f"{tokenizer_path} does not exist (every run dir holds the tokenizer it trained with)")
-    return LoadedRun(cfg, run_dir, Tokenizer.from_file(str(tokenizer_path), context_length=cfg.model.text.context_length))
+    return LoadedRun(cfg, run_dir, text_tokenizer(tokenizer_path.read_text(encoding="utf-8"), cfg.model.text,
+                                                  str(tokenizer_path)))
 
 
 def load_model(run: LoadedRun, checkpoint: Path, device: torch.device) -> tuple[ContrastiveModel, int]:
@@ -128,9 +130,7 @@ def run_of(run_dir: Path, checkpoint: Path, overrides: list[str]) -> LoadedRun:
                               " (it was written before checkpoints carried them): evaluate it inside its run dir, "
                               "RUN/checkpoints/, beside RUN/config.yaml and RUN/tokenizer.json")
     cfg = from_yaml_text(state["config"], overrides)
-    tokenizer = Tokenizer(state["tokenizer"], context_length=cfg.model.text.context_length,
-                          source=f"the tokenizer in {checkpoint}")
-    return LoadedRun(cfg, run_dir, tokenizer)
+    return LoadedRun(cfg, run_dir, text_tokenizer(state["tokenizer"], cfg.model.text, f"the tokenizer in {checkpoint}"))
 
 
 def evaluate_checkpoint(path: str | Path, overrides: list[str] = (), all_checkpoints: bool = False,

@@ -24,6 +24,7 @@ from contrastive.evaluate import build_tasks, configured_tasks
 from contrastive.flags import PATH_CHECK_OPT_OUT
 from contrastive.model import build_model
 from contrastive.sharding import check_strategy
+from contrastive.text_tower import text_tokenizer
 from data.errors import DataError
 from data.loader import StreamLoader
 from data.plural import count
@@ -90,7 +91,7 @@ def run_tokenizer(cfg: Config) -> Tokenizer:
         raise ConfigError(f"config error: data.tokenizer={cfg.data.tokenizer!r} is not a file (train one with "
                           f"`contrastive data tokenizer`, or pass {PATH_CHECK_OPT_OUT} if it exists only on the "
                           "compute nodes)")
-    return Tokenizer.from_file(str(source), context_length=cfg.model.text.context_length)
+    return text_tokenizer(source.read_text(encoding="utf-8"), cfg.model.text, str(source))
 
 
 def train_loader(cfg: Config, tokenizer: Tokenizer, rank: int, world_size: int) -> StreamLoader:

@@ -55,14 +55,17 @@ def refuse_unknown(cfg: Mapping[str, Any], known: set[str], where: str) -> None:
 
 
 def check_shapes(converted: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], source: str) -> None:
-    """The converted entries are exactly the model's, each of its shape: one error naming the first that is not."""
+    """The converted entries are exactly the model's, each of its shape: one error naming the first that is not (a
+    wrong shape first, the clearest sign of another architecture)."""
+    for name, value in converted.items():
+        if name in expected and value.shape != expected[name].shape:
+            raise FormatError(f"{source} gives {name} of shape {list(value.shape)}; the configured model expects "
+                              f"{list(expected[name].shape)}")
     missing = sorted(expected.keys() - converted.keys())
     if missing:
         raise FormatError(f"{source} has no tensor for our {missing[0]} {list(expected[missing[0]].shape)}"
                           + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
-    for name, value in converted.items():
-        if name not in expected:
-            raise FormatError(f"{source} gives {name} {list(value.shape)}, which the configured model lacks")
-        if value.shape != expected[name].shape:
-            raise FormatError(f"{source} gives {name} of shape {list(value.shape)}; the configured model expects "
-                              f"{list(expected[name].shape)}")
+    extra = sorted(converted.keys() - expected.keys())
+    if extra:
+        raise FormatError(f"{source} gives {extra[0]} {list(converted[extra[0]].shape)}, which the configured model "
+                          "lacks")

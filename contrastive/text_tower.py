@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from contrastive.config import TextTowerConfig
+from data.tokenizer import Tokenizer
 
 TextOutput = Literal["embedding", "pooled_state"]
 
@@ -52,6 +53,13 @@ def pool_mean(x: torch.Tensor, tokens: torch.Tensor, pad_id: int) -> torch.Tenso
 # (states [B, L, width], token ids [B, L], pad id) -> [B, width]
 POOLING: dict[str, Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]] = {
     **{name: pool_at(positions) for name, positions in POSITIONS.items()}, "last": pool_last, "mean": pool_mean}
+
+
+def text_tokenizer(tokenizer_json: str, cfg: TextTowerConfig, source: str) -> Tokenizer:
+    """The tokenizer that makes the rows of ids this tower was configured for (its context, cleaning, start token
+    and pad id)."""
+    return Tokenizer(tokenizer_json, cfg.context_length, source, clean=cfg.clean, start_token=cfg.start_token,
+                     pad_id=cfg.pad_id)
 
 
 class QuickGELU(nn.Module):

@@ -51,6 +51,10 @@ def train(cfg: Config, allow_config_change: bool = False, check_paths: bool = Tr
     checkpointer = Checkpointer(run_dir, keep=cfg.train.keep_checkpoints)
     resume_from = checkpointer.latest()
     if resume_from is not None:
+        imported_from = load_checkpoint(resume_from, mmap=True).get("imported_from")
+        if imported_from is not None:
+            raise CheckpointError(f"{run_dir} holds an imported model ({imported_from}), weights without training "
+                                  "state: evaluate it, or train in a new run dir; training does not resume from it")
         check_resume_config(run_dir, cfg, allow_config_change)
     warnings = preflight(cfg, env.world_size, check_paths)  # before the run dir exists: a refused config leaves nothing
     if env.is_main:

@@ -17,7 +17,6 @@ from losses.distributed import gather_sizes, world_size
 from losses.objectives import OBJECTIVES
 from losses.similarity import Similarity
 
-MAX_LOGIT_SCALE = 100.0
 SIGMOID_INIT_BIAS = -10.0
 
 
@@ -37,8 +36,8 @@ class ContrastiveLoss(nn.Module):
                              f"valid exchanges for {objective}: {', '.join(valid_exchanges)}")
         self.exchange = exchange or valid_exchanges[0]
         init_scale = self.objective.init_scale if init_scale is None else init_scale
-        if not 0 < init_scale <= MAX_LOGIT_SCALE:
-            raise ValueError(f"init_scale must be in (0, {MAX_LOGIT_SCALE:g}], got {init_scale}")
+        if not 0 < init_scale <= self.objective.max_scale:
+            raise ValueError(f"init_scale must be in (0, {self.objective.max_scale:g}], got {init_scale}")
         self.similarity = similarity
         self.logit_scale = nn.Parameter(torch.tensor(math.log(init_scale)))
         if self.objective.has_bias:
@@ -74,7 +73,7 @@ class ContrastiveLoss(nn.Module):
         return self.similarity.combine_templates(text)
 
     def _scale(self) -> torch.Tensor:
-        return self.logit_scale.float().exp().clamp(max=MAX_LOGIT_SCALE)
+        return self.logit_scale.float().exp().clamp(max=self.objective.max_scale)
 
     def _check_batch(self, image: torch.Tensor, text: torch.Tensor) -> None:
         """Equal local batches on every rank, checked (one small collective) whenever this rank's

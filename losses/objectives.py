@@ -6,6 +6,7 @@ rows too), so the mean over ranks is the full-batch loss.
 """
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from typing import Callable, ClassVar
 
@@ -21,6 +22,7 @@ LogitsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 class Objective(ABC):
     name: ClassVar[str]
     init_scale: ClassVar[float]  # exp(logit_scale) at initialisation
+    max_scale: ClassVar[float]  # exp(logit_scale) is clamped to at most this
     has_bias: ClassVar[bool]  # whether the loss learns logit_bias
     exchanges: ClassVar[tuple[str, ...]]  # supported exchanges; the first is the default
 
@@ -37,6 +39,7 @@ class Softmax(Objective):
 
     name = "softmax"
     init_scale = 1 / 0.07
+    max_scale = 100.0  # CLIP clips the temperature so that logits scale by at most 100 (Radford et al. 2021, 2.5)
     has_bias = False
     exchanges = ("all_gather",)
 
@@ -82,6 +85,7 @@ class Sigmoid(Objective):
 
     name = "sigmoid"
     init_scale = 10.0  # SigLIP's t' = log 10
+    max_scale = math.inf  # SigLIP learns t' unclamped (big_vision); SigLIP So400m/14@384's scale is about 112
     has_bias = True
     exchanges = ("ring", "all_gather")
 

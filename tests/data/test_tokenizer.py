@@ -1,3 +1,4 @@
+import gzip
 import json
 import pickle
 
@@ -8,7 +9,7 @@ from tokenizers import Tokenizer as HFTokenizer
 from tokenizers.models import BPE
 
 from data.errors import DataError
-from data.tokenizer import Tokenizer, captions_from_files, train_bpe
+from data.tokenizer import Tokenizer, captions_from_files, clip_bpe_tokenizer_json, train_bpe
 from data.shards import ShardWriter
 
 CAPTIONS = ["a large red circle on a grey background", "a small blue square", "a big green star",
@@ -62,6 +63,49 @@ def test_pickles_for_dataloader_workers(bpe_file):
     texts = ["a red circle", "<|pad|>"]
     assert torch.equal(clone(texts), tok(texts))
     assert (clone.pad_id, clone.vocab_size, clone.context_length) == (tok.pad_id, tok.vocab_size, 8)
+
+
+def test_pickling_keeps_the_options(bpe_file):
+    tok = Tokenizer.from_file(bpe_file, context_length=8, clean="canonicalize", start_token=False, pad_id=5)
+    clone = pickle.loads(pickle.dumps(tok))
+    assert (clone.clean, clone.start_token, clone.sot_id, clone.pad_id) == ("canonicalize", False, None, 5)
+    texts = ["a red, circle!", "blue_square"]
+    assert torch.equal(clone(texts), tok(texts))
+    assert not torch.equal(tok(texts), Tokenizer.from_file(bpe_file, context_length=8)(texts))
+
+
+def test_rows_without_start_token_padded_with_the_end_token(tmp_path):
+    vocab, sot, eot = _clip_format_tokenizer(tmp_path / "tokenizer.json")
+    tok = Tokenizer.from_file(tmp_path / "tokenizer.json", context_length=4, start_token=False, pad_id=eot)
+    assert tok.vocab_size == eot + 1 and tok.sot_id is None  # nothing appended
+    ids = tok(["red", "", "photo red photo"])
+    assert ids.tolist() == [[vocab["red</w>"], eot, eot, eot], [eot] * 4,
+                            [vocab["photo</w>"], vocab["red</w>"], vocab["photo</w>"], eot]]
+    assert tok.eot_positions(ids).tolist() == [1, 0, 3]
+
+
+def test_a_text_token_can_pad(bpe_file):
+    red = Tokenizer.from_file(bpe_file, context_length=8)(["a red circle"])[0, 2].item()  # " red"
+    tok = Tokenizer.from_file(bpe_file, context_length=8, pad_id=red)  # as OpenCLIP pads CLIP with "!"
+    ids = tok(["a red circle", "a"])
+    assert ids[0, 2] == red and ids[1, 3:].tolist() == [red] * 5
+    assert tok.eot_positions(ids).tolist() == [4, 2]
+    assert [tok.decode(row) for row in ids] == ["a red circle", "a"]
+
+
+def test_bad_options_are_clear_errors(bpe_file, tmp_path):
+    size = Tokenizer.from_file(bpe_file, 8).vocab_size
+    for pad_id in (size, -1):
+        with pytest.raises(DataError, match=f"pad_id={pad_id} is not a token id of .*tokenizer.json"):
+            Tokenizer.from_file(bpe_file, 8, pad_id=pad_id)
+    with pytest.raises(DataError, match="clean='lower' is not a text cleaning; known: clip, openclip"):
+        Tokenizer.from_file(bpe_file, 8, clean="lower")
+    (tmp_path / "plain.txt.gz").write_text("not gzip")
+    with pytest.raises(DataError, match="plain.txt.gz is not a gzipped CLIP BPE merges file"):
+        clip_bpe_tokenizer_json(tmp_path / "plain.txt.gz")
+    (tmp_path / "short.txt.gz").write_bytes(gzip.compress(b"#version\na b\n"))
+    with pytest.raises(DataError, match="short.txt.gz is not CLIP's BPE merges file: CLIP needs 48894 merges"):
+        clip_bpe_tokenizer_json(tmp_path / "short.txt.gz")
 
 
 def _clip_format_tokenizer(path):

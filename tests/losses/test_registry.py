@@ -48,7 +48,8 @@ def test_llip_with_softmax_is_the_ablation_and_takes_the_objectives_defaults():
     ("llip", {**LLIP_DIMS, "objective": "hinge"}, r"unknown objective 'hinge'; valid objectives: softmax, sigmoid"),
     ("llip", {**LLIP_DIMS, "objective": "softmax", "init_bias": -10.0},
      r"init_bias applies only to the sigmoid objective"),
-    ("siglip", {"init_scale": 0.0}, r"init_scale must be in \(0, 100\]"),
+    ("siglip", {"init_scale": 0.0}, r"init_scale must be in \(0, inf\]"),
+    ("clip", {"init_scale": 101.0}, r"init_scale must be in \(0, 100\]"),
 ])
 def test_bad_names_and_combinations_list_what_is_valid(name, kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -45,3 +45,14 @@ def test_outputs_carry_scale_and_bias_as_detached_metrics():
     assert set(out) == {"loss", "logit_scale", "logit_bias"}
     assert not out["logit_scale"].requires_grad and not out["logit_bias"].requires_grad
     assert (out["logit_scale"].item(), out["logit_bias"].item()) == (pytest.approx(4.0), -1.5)
+
+
+def test_the_scale_is_not_clamped_at_clips_100():
+    """SigLIP learns its scale unclamped (big_vision); So400m/14@384's is about 112. CLIP's stays clamped at 100."""
+    image, text = F.normalize(torch.randn(3, 8), dim=-1), F.normalize(torch.randn(4, 8), dim=-1)
+    siglip, clip = losses.build("siglip"), losses.build("clip")
+    with torch.no_grad():
+        siglip.logit_scale.fill_(torch.tensor(112.0).log())
+        clip.logit_scale.fill_(torch.tensor(112.0).log())
+    torch.testing.assert_close(siglip.logits(image, text), 112.0 * image @ text.T + siglip.logit_bias)
+    torch.testing.assert_close(clip.logits(image, text), 100.0 * image @ text.T)
