@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import zipfile
 from dataclasses import dataclass
@@ -184,7 +185,7 @@ def _tokenizer_json(folder: Path, given: Optional[Path], openclip: bool) -> str:
     if given is None and not path.is_file():
         if (folder / "spiece.model").is_file():
             raise FormatError(f"{folder} has spiece.model but no tokenizer.json; convert it once with: "
-                              + SIGLIP_SPIECE_CONVERSION.format(folder=folder))
+                              + SIGLIP_SPIECE_CONVERSION.format(folder=shlex.quote(str(folder))))
         clip_hint = (" or OpenCLIP's CLIP vocabulary, bpe_simple_vocab_16e6.txt.gz (in the open_clip package, or its "
                      "repository's src/open_clip/)") if openclip else ""
         raise FormatError(f"{folder} has no tokenizer.json: pass --tokenizer with the model's tokenizer.json"

@@ -14,6 +14,10 @@ from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 
 from data.tokenizer import canonicalize
 
+# An OpenAI-style CLIP ViT in OpenCLIP's model_cfg, small enough for any test.
+TINY_CLIP = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32,
+                                             "patch_size": 8},
+             "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 48, "heads": 4, "layers": 2}}
 # Words to train the SigLIP-like tokenizers on.
 CORPUS = ["a photo of a cat", "wow a dog", "café crème naïve zoë àéî", "東京タワーの夜景", "a dog 🐶 and a cat 🐱",
           "dont stop shell say", "two spaces and a tab and a newline", "snake case and 314 numbers 2024",
@@ -29,6 +33,18 @@ def perturbed(model: torch.nn.Module) -> torch.nn.Module:
             if param.ndim <= 1:
                 param.add_(torch.randn_like(param) * 0.1)
     return model.eval()
+
+
+def write_openclip_folder(folder: Path, model: torch.nn.Module, model_cfg: dict,
+                          preprocess_cfg: dict | None = None) -> Path:
+    """OpenCLIP's layout on the Hugging Face hub: open_clip_config.json and open_clip_model.safetensors."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "open_clip_model.safetensors")
+    config = {"model_cfg": model_cfg, **({"preprocess_cfg": preprocess_cfg} if preprocess_cfg else {})}
+    (folder / "open_clip_config.json").write_text(json.dumps(config))
+    return folder
 
 
 def caption_corpus(captions: list[str] = CORPUS) -> list[str]:

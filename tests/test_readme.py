@@ -7,7 +7,8 @@ What a line gets beyond its own words is stated in LINES, and nothing else is ch
   `--local --wait` for Slurm lines, `--check` for full-size lines;
 - paths that stand for the reader's own data, replaced by tiny stand-ins (SUBSTITUTES): `/data/...` shards by
   the demo's training shards, `clip.json` by the demo's tokenizer, `/data/imagenet/val` by a demo zero-shot set,
-  and torchrun's `...` by the demo's data.
+  and torchrun's `...` by the demo's data; the downloaded OpenCLIP model by a tiny random one in its layout, with
+  the CLIP tokenizer.json OpenCLIP's hub folders carry (made with open-clip-torch, a test-only dependency).
 A Tour line without an entry in LINES fails the test, so the README and this test cannot drift apart.
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pytest
 from PIL import Image
 
 from contrastive import cli, stopping
+from tests.peers import TINY_CLIP, write_hf_clip_tokenizer, write_openclip_folder
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 SMALL_SYNTH = ["--train-samples", "256", "--samples-per-shard", "32", "--retrieval-images", "20",
@@ -46,6 +48,8 @@ LINES: dict[str, tuple[str, list[str]]] = {
     "torchrun --nproc-per-node 8 -m contrastive train -c clip_b16 ...": (CHECK, ["--check"]),
     "contrastive eval runs/demo": (RUN, []),
     "contrastive eval runs/demo --all eval.zeroshot.imagenet=/data/imagenet/val": (RUN, []),
+    "contrastive import ViT-B-32-openai/ runs/openai-b32": (RUN, []),
+    "contrastive eval runs/openai-b32 eval.zeroshot.imagenet=/data/imagenet/val": (RUN, []),
     "contrastive submit train -c demo --sweep loss.name=clip,siglip,llip": (RUN, [*TINY_STEPS, "--local", "--wait"]),
     "contrastive report runs/sweep-*/": (RUN, []),
 }
@@ -93,6 +97,9 @@ def test_every_line_of_the_readme_tour_runs_or_passes_its_preflight(tmp_path, mo
         Image.new("RGB", (24, 24), colour).save(tmp_path / "images" / f"{i}.png")
         rows.append(f"images/{i}.png,a {colour} square")
     (tmp_path / "images.csv").write_text("\n".join(rows) + "\n")
+    open_clip = pytest.importorskip("open_clip")
+    write_hf_clip_tokenizer(write_openclip_folder(tmp_path / "ViT-B-32-openai", open_clip.model.CLIP(**TINY_CLIP),
+                                                  {**TINY_CLIP, "quick_gelu": True}))
 
     printed = {}
     for line in lines:

@@ -23,25 +23,24 @@ import torch.nn.functional as F
 from PIL import Image
 
 open_clip = pytest.importorskip("open_clip")
-from safetensors.torch import save_file  # noqa: E402
 
 from contrastive.commands import eval as eval_command  # noqa: E402
-from contrastive.commands import import_model  # noqa: E402
-from contrastive.errors import FormatError  # noqa: E402
+from contrastive.commands import import_model, report, submit  # noqa: E402
+from contrastive.config import load_config  # noqa: E402
+from contrastive.errors import CheckpointError, FormatError  # noqa: E402
 from contrastive.evaluate import load_model, load_run  # noqa: E402
 from contrastive.openclip_format import ARCHITECTURES  # noqa: E402
+from contrastive.train import train  # noqa: E402
 from data.decode import square_pixels  # noqa: E402
 from eval.retrieval import open_retrieval_set  # noqa: E402
 from eval.runtime import Runtime  # noqa: E402
 from eval.zeroshot import class_representations, open_classification_set  # noqa: E402
 from tests.contrastive.command_line import run_command  # noqa: E402
 from tests.eval.fixtures import write_image_folder, write_karpathy  # noqa: E402
-from tests.peers import perturbed, write_hf_clip_tokenizer, write_siglip_spiece, write_unigram_tokenizer  # noqa: E402
+from tests.peers import (TINY_CLIP, perturbed, write_hf_clip_tokenizer, write_openclip_folder, write_siglip_spiece,  # noqa: E402
+                         write_unigram_tokenizer)
 
 CLIP_BPE = Path(open_clip.__file__).parent / "bpe_simple_vocab_16e6.txt.gz"
-TINY_CLIP = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32,
-                                             "patch_size": 8},
-             "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 48, "heads": 4, "layers": 2}}
 CLASSES = ["blue whale", "green tree frog", "red fox"]  # in sorted-folder order, as classnames.txt lists them
 TEMPLATES = ["a photo of a {c}.", "a drawing of the {c}!"]
 CAPTIONS = [["a dog on grass", "A DOG,  running"], ["two cats & a hat"], ["an owl at night", "the owl's eyes"]]
@@ -81,13 +80,9 @@ def datasets(tmp_path_factory) -> tuple[Path, Path]:
 def openclip_clip(tmp_path: Path) -> tuple[Path, Peer, list[str]]:
     torch.manual_seed(0)
     peer = perturbed(open_clip.model.CLIP(**TINY_CLIP, quick_gelu=True))
-    src = tmp_path / "openclip"
-    src.mkdir()
-    save_file({k: v.contiguous() for k, v in peer.state_dict().items()}, src / "open_clip_model.safetensors")
     preprocess_cfg = {"mean": list(open_clip.OPENAI_DATASET_MEAN), "std": list(open_clip.OPENAI_DATASET_STD),
                       "interpolation": "bicubic", "resize_mode": "shortest"}
-    (src / "open_clip_config.json").write_text(json.dumps({"model_cfg": {**TINY_CLIP, "quick_gelu": True},
-                                                          "preprocess_cfg": preprocess_cfg}))
+    src = write_openclip_folder(tmp_path / "openclip", peer, {**TINY_CLIP, "quick_gelu": True}, preprocess_cfg)
     transform = open_clip.image_transform(32, is_train=False, **preprocess_cfg)
     tokenize = open_clip.tokenizer.SimpleTokenizer(context_length=16)
     with torch.no_grad():
@@ -108,9 +103,8 @@ def openclip_siglip(tmp_path: Path) -> tuple[Path, Peer, list[str]]:
                               "heads": 4, "layers": 2}}
     torch.manual_seed(0)
     peer = perturbed(open_clip.model.CustomTextCLIP(**{k: v for k, v in model_cfg.items() if k != "custom_text"}))
-    save_file({k: v.contiguous() for k, v in peer.state_dict().items()}, src / "open_clip_model.safetensors")
     preprocess_cfg = {"mean": [0.5] * 3, "std": [0.5] * 3, "interpolation": "bicubic", "resize_mode": "squash"}
-    (src / "open_clip_config.json").write_text(json.dumps({"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}))
+    write_openclip_folder(src, peer, model_cfg, preprocess_cfg)
     transform = open_clip.image_transform(160, is_train=False, **preprocess_cfg)
     tokenize = open_clip.tokenizer.HFTokenizer(str(src), context_length=16, clean="canonicalize")
     with torch.no_grad():
@@ -289,13 +283,9 @@ def test_a_non_empty_run_dir_is_refused(tmp_path):
 @pytest.fixture(scope="module")
 def vit_b_32(tmp_path_factory) -> Path:
     """A full-size random ViT-B-32 in OpenCLIP's folder layout: 600 MB to write, the widest window to stop in."""
-    src = tmp_path_factory.mktemp("vit_b_32")
     torch.manual_seed(0)
-    state = open_clip.create_model("ViT-B-32", pretrained=None).state_dict()
-    save_file({k: v.contiguous() for k, v in state.items()}, src / "open_clip_model.safetensors")
-    (src / "open_clip_config.json").write_text(json.dumps({"model_cfg": {**open_clip.get_model_config("ViT-B-32"),
-                                                                         "quick_gelu": True}}))
-    return src
+    return write_openclip_folder(tmp_path_factory.mktemp("vit_b_32"), open_clip.create_model("ViT-B-32"),
+                                 {**open_clip.get_model_config("ViT-B-32"), "quick_gelu": True})
 
 
 @pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
@@ -321,3 +311,27 @@ def test_a_killed_import_leaves_no_run_dir_and_the_next_one_completes(stop, vit_
     assert subprocess.run(command, capture_output=True, timeout=300).returncode == 0
     assert [p.name for p in tmp_path.iterdir()] == ["run"]
     assert (run_dir / "checkpoints" / "latest").read_text() == "step_000000.pt\n"
+
+
+@pytest.fixture
+def imported_tiny_clip(tmp_path) -> Path:
+    torch.manual_seed(0)
+    src = write_openclip_folder(tmp_path / "openclip", open_clip.model.CLIP(**TINY_CLIP), TINY_CLIP)
+    run_command(import_model, "import", str(src), str(tmp_path / "run"), "--tokenizer", str(CLIP_BPE))
+    return tmp_path / "run"
+
+
+def test_an_imported_run_is_submitted_for_evaluation_and_reported_like_a_trained_one(imported_tiny_clip, datasets,
+                                                                                     capsys):
+    folder, _ = datasets
+    assert run_command(submit, "submit", "eval", str(imported_tiny_clip), f"eval.zeroshot.tiny={folder}",
+                       "eval.workers=0", "--local", "--wait") == 0
+    assert "finished: evaluated" in capsys.readouterr().out
+    assert run_command(report, "report", str(imported_tiny_clip), "--metrics", "zeroshot/*/top1") == 0
+    assert "| run | steps | final loss | zeroshot/tiny/top1 |" in capsys.readouterr().out
+
+
+def test_training_does_not_resume_an_imported_run(imported_tiny_clip):
+    with pytest.raises(CheckpointError, match=r"holds an imported model \(OpenCLIP .*\), weights without training "
+                                              r"state: evaluate it, or train in a new run dir"):
+        train(load_config(None, [f"run_dir={imported_tiny_clip}", "train.device=cpu"]))

@@ -16,11 +16,9 @@ from contrastive.errors import FormatError  # noqa: E402
 from contrastive.openclip_format import (  # noqa: E402
     ARCHITECTURES, architecture, config_overrides, convert_state_dict, read_model_config)
 from data.decode import square_pixels  # noqa: E402
-from tests.peers import perturbed  # noqa: E402
+from tests.peers import TINY_CLIP, perturbed  # noqa: E402
 
 SOT, EOT, VOCAB = 49406, 49407, 49408
-TINY = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8},
-        "text_cfg": {"context_length": 16, "vocab_size": VOCAB, "width": 48, "heads": 4, "layers": 2}}
 # ViT-B-16-SigLIP's config with a small trunk: timm's test_vit2 (64 wide, no class token) pooled by a MAP head, as
 # vit_base_patch16_siglip_224 is (OpenCLIP passes a timm trunk no shape arguments, so a small one is a small name).
 SIGLIP_VOCAB, SIGLIP_EOS = 32000, 1
@@ -76,7 +74,7 @@ def assert_same_embeddings(peer, ours, cfg, image_size: int, tokens: torch.Tenso
 
 @pytest.mark.parametrize("quick_gelu", [False, True], ids=["gelu", "quick_gelu"])
 def test_a_small_openclip_model_gives_the_same_embeddings_in_ours(quick_gelu):
-    peer, ours, cfg = peer_and_ours(TINY, quick_gelu)
+    peer, ours, cfg = peer_and_ours(TINY_CLIP, quick_gelu)
     assert_same_embeddings(peer, ours, cfg, image_size=32, tokens=captions(16))
 
 
@@ -130,7 +128,7 @@ def test_openclips_siglip_eval_transform_equals_ours_pixel_for_pixel(preprocess_
 
 
 def test_a_preprocess_cfg_without_resize_mode_is_openclips_default_shortest_side_crop():
-    image = load_config(None, config_overrides(TINY, False, {"mean": [0.4] * 3, "std": [0.2] * 3})).model.image
+    image = load_config(None, config_overrides(TINY_CLIP, False, {"mean": [0.4] * 3, "std": [0.2] * 3})).model.image
     assert (image.mean, image.std, image.resize) == ((0.4,) * 3, (0.2,) * 3, "crop")
 
 
@@ -148,7 +146,7 @@ def test_the_architecture_table_is_openclips_own_configs():
 
 
 def test_clip_rows_are_openclips_bpe_rows():
-    text = load_config(None, config_overrides(TINY, False)).model.text
+    text = load_config(None, config_overrides(TINY_CLIP, False)).model.text
     assert (text.clean, text.start_token, text.pad_id, text.pool) == ("openclip", True, 0, "argmax")
 
 
@@ -170,7 +168,7 @@ def _siglip(vision=None, text=None, **top):
 
 
 @pytest.mark.parametrize("model_cfg, preprocess_cfg, quick_gelu, message", [
-    ({**TINY, "vision_cfg": {**TINY["vision_cfg"], "timm_model_name": "x"}}, None, False,
+    ({**TINY_CLIP, "vision_cfg": {**TINY_CLIP["vision_cfg"], "timm_model_name": "x"}}, None, False,
      r"model_cfg\.vision_cfg sets head_width, layers, patch_size, width, which this import cannot express"),
     (_siglip(vision={"timm_drop_path": 0.1}), None, None, r"model_cfg\.vision_cfg sets timm_drop_path"),
     (_siglip(vision={"timm_proj": "linear"}), None, None, r"timm_proj='linear'"),
@@ -187,8 +185,9 @@ def _siglip(vision=None, text=None, **top):
     (_siglip(), {**SIGLIP_PREPROCESS, "resize_mode": "longest"}, None, r"resize_mode='longest'"),
     (_siglip(), {**SIGLIP_PREPROCESS, "interpolation": "bilinear"}, None, r"interpolation='bilinear'"),
     (_siglip(), {**SIGLIP_PREPROCESS, "fill_color": 0}, None, r"preprocess_cfg sets fill_color"),
-    ({**TINY, "quick_gelu": True}, None, False, r"model_cfg says quick_gelu=true; quick_gelu=false contradicts it"),
-    ({k: v for k, v in TINY.items() if k != "embed_dim"}, None, False, r"model_cfg has no embed_dim"),
+    ({**TINY_CLIP, "quick_gelu": True}, None, False,
+     r"model_cfg says quick_gelu=true; quick_gelu=false contradicts it"),
+    ({k: v for k, v in TINY_CLIP.items() if k != "embed_dim"}, None, False, r"model_cfg has no embed_dim"),
 ], ids=["timm_trunk_with_vit_shape", "drop_path", "timm_proj", "timm_pool", "act_kwargs", "pool_type", "norm_kwargs",
         "unknown_tokenizer", "hf_whitespace_clean", "tokenizer_kwargs", "init_logit_scale", "longest", "bilinear",
         "fill_color", "quick_gelu_contradiction", "missing_key"])
