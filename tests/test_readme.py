@@ -8,7 +8,7 @@ What a line gets beyond its own words is stated in LINES, and nothing else is ch
 - paths that stand for the reader's own data, replaced by tiny stand-ins (SUBSTITUTES): `/data/...` shards by
   the demo's training shards, `clip.json` by the demo's tokenizer, `/data/imagenet/val` by a demo zero-shot set,
   and torchrun's `...` by the demo's data; the downloaded OpenCLIP model by a tiny random one in its layout, with
-  the CLIP tokenizer.json OpenCLIP's hub folders carry (made with open-clip-torch, a test-only dependency).
+  a Hugging Face CLIP tokenizer.json beside it (made with open-clip-torch, a test-only dependency).
 A Tour line without an entry in LINES fails the test, so the README and this test cannot drift apart.
 """
 from __future__ import annotations

@@ -61,7 +61,7 @@ def test_hugging_face_clip_tokenizer_json_gives_its_ids(simple_tokenizer, tmp_pa
     ids = ours(CAPTIONS)
     assert ids.tolist() == hf(CAPTIONS, padding="max_length", max_length=77, truncation=True).input_ids
     assert hf.pad_token_id == ours.eot_id and ours.vocab_size == 49408
-    # The same file with OpenCLIP's cleaning and pad gives OpenCLIP's ids (OpenCLIP's hub folders ship it).
+    # The same file with OpenCLIP's cleaning and pad gives OpenCLIP's ids, for OpenCLIP models imported with it.
     openclip_rows = Tokenizer.from_file(tmp_path / "hf" / "tokenizer.json", 77, clean="openclip", pad_id=0)
     assert torch.equal(openclip_rows(CAPTIONS), simple_tokenizer(CAPTIONS))
     assert ours.eot_positions(ids).tolist() == [row.index(ours.eot_id) for row in ids.tolist()]
