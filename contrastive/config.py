@@ -89,6 +89,10 @@ class TextTowerConfig:
     activation: str = choice("gelu", "gelu", "quick_gelu", "gelu_tanh")
     norm_eps: float = above(1e-5, 0)  # every LayerNorm's epsilon (1e-5: CLIP; 1e-6: SigLIP)
     projection_bias: bool = False  # a bias on the projection into the embedding (SigLIP's text head has one)
+    # A bias on the attention's keys. It changes no output (softmax ignores a shift of all of a query's logits) and
+    # trains on rounding noise alone, so towers trained here have none; imported ones keep the peer's, so that an
+    # export gives back the tensors imported.
+    key_bias: bool = False
     # How the tokenizer makes rows of ids (data/tokenizer.py): the text cleaning before tokenizing (clip: HTML
     # entities, whitespace, lower case; openclip: ftfy first, as OpenCLIP's CLIP; canonicalize: SigLIP's, also
     # punctuation stripped; canonicalize_hf: transformers' SiglipTokenizer's, without ftfy and HTML entities; none: the

@@ -9,9 +9,9 @@ CLIP's image tower is timm's CLIP ViT (a LayerNorm before the blocks, the class 
 SigLIP's is timm's SigLIP ViT (no class token, the MAP head as timm's attention pool, whose output is the
 embedding). CLIP's text tower is causal and pooled at the end token as the highest id; SigLIP's is bidirectional,
 attends to the pads, is pooled at the row's last position and projected with a bias. The text attention's key bias
-is dropped: softmax ignores it. config.json keys that do not change the forward (names, output and generation
-settings, token ids, initialisation, dropout) are ignored by name; any other key this mapping does not read is an
-error naming it, as is any tensor it does not know.
+is kept (model.text.key_bias) so that an export gives it back, though softmax ignores it. config.json keys that do
+not change the forward (names, output and generation settings, token ids, initialisation, dropout) are ignored by
+name; any other key this mapping does not read is an error naming it, as is any tensor it does not know.
 """
 from __future__ import annotations
 
@@ -117,7 +117,8 @@ def _clip(config: Mapping[str, Any]) -> tuple[list[str], int]:
         "model.image.timm_name=vit_base_patch16_clip_224", f"model.image.image_size={image_size}",
         f"model.image.kwargs={_vit_kwargs(vision)}", "model.image.projection=true",
         *_text_shape(text), "model.text.causal=true", "model.text.mask_pad_keys=true", "model.text.pool=argmax",
-        "model.text.projection_bias=false", "model.text.clean=none", "model.text.start_token=true",
+        "model.text.projection_bias=false", "model.text.key_bias=true", "model.text.clean=none",
+        "model.text.start_token=true",
     ], image_size
 
 
@@ -136,7 +137,8 @@ def _siglip(config: Mapping[str, Any]) -> tuple[list[str], int]:
         "model.image.timm_name=vit_base_patch16_siglip_224", f"model.image.image_size={image_size}",
         f"model.image.kwargs={_vit_kwargs(vision)}", "model.image.projection=false",
         *_text_shape(text), "model.text.causal=false", "model.text.mask_pad_keys=false", "model.text.pool=last",
-        "model.text.projection_bias=true", "model.text.clean=canonicalize_hf", "model.text.start_token=false",
+        "model.text.projection_bias=true", "model.text.key_bias=true", "model.text.clean=canonicalize_hf",
+        "model.text.start_token=false",
     ], image_size
 
 
@@ -258,10 +260,6 @@ def _fused(pieces: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tens
     return out
 
 
-def _text_attention_bias(value: torch.Tensor, block: str, part: str) -> dict[str, torch.Tensor]:
-    if part == "k":
-        return {}  # our text blocks have no key bias: softmax ignores it
-    return {f"text_tower.blocks.{block}.{part}_bias": value}
 
 
 def _map_head_in_proj(value: torch.Tensor, kind: str) -> dict[str, torch.Tensor]:
@@ -293,7 +291,8 @@ COMMON_RULES: list[Rule] = [
     (re.compile(r"text_model\.embeddings\.position_embedding\.weight"), rename("text_tower.positional_embedding")),
     (re.compile(r"text_model\.encoder\.layers\.(\d+)\.self_attn\.(q|k|v)_proj\.weight"),
      rename("text_tower.blocks.{0}.qkv.weight:{1}")),
-    (re.compile(r"text_model\.encoder\.layers\.(\d+)\.self_attn\.(q|k|v)_proj\.bias"), _text_attention_bias),
+    (re.compile(r"text_model\.encoder\.layers\.(\d+)\.self_attn\.(q|k|v)_proj\.bias"),
+     rename("text_tower.blocks.{0}.{1}_bias")),
     *_block_rules("text_model", "text_tower.blocks", TEXT_BLOCK),
     (re.compile(r"text_model\.final_layer_norm\.(weight|bias)"), rename("text_tower.final_norm.{0}")),
     (re.compile(r"logit_scale"), rename("loss.logit_scale", lambda v: v.reshape(()))),

@@ -13,8 +13,8 @@ SigLIP: the image tower is the timm model OpenCLIP names, with its pooling (the 
 tower is bidirectional, attends to its pads (OpenCLIP builds it without a pad mask), pools the last position, and
 has exact GELU (nn.GELU: OpenCLIP's default; only SigLIP 2's configs ask for the tanh approximation) or QuickGELU
 with quick_gelu, which OpenCLIP applies to the text tower only: timm trunks keep their own activation.
-The text attention's key bias is dropped: it adds the same amount to every logit of a query, which softmax ignores,
-so the output is unchanged. Anything this mapping does not know is an error naming the key or tensor, never a
+The text attention's key bias is kept (model.text.key_bias) so that an export gives it back, though it changes no
+output (it adds the same amount to every logit of a query, which softmax ignores). Anything this mapping does not know is an error naming the key or tensor, never a
 silent skip.
 """
 from __future__ import annotations
@@ -190,7 +190,8 @@ def _text(text: dict[str, Any], activation: str) -> list[str]:
         *([] if causal else ["model.text.mask_pad_keys=false"]),
         f"model.text.pool={TEXT_POOLS[pool_type]}", f"model.text.activation={activation}",
         f"model.text.norm_eps={norm.get('eps', 1e-5)}",
-        f"model.text.projection_bias={str(bool(text.get('proj_bias', False))).lower()}", *_token_rows(text),
+        f"model.text.projection_bias={str(bool(text.get('proj_bias', False))).lower()}", "model.text.key_bias=true",
+        *_token_rows(text),
     ]
 
 
@@ -225,8 +226,8 @@ def _text_attention(value: torch.Tensor, block: str, kind: str) -> dict[str, tor
     prefix = f"text_tower.blocks.{block}"
     if kind == "weight":
         return {f"{prefix}.qkv.weight": value}
-    q, _, v = value.chunk(3)  # the key bias is dropped: softmax ignores it
-    return {f"{prefix}.q_bias": q, f"{prefix}.v_bias": v}
+    q, k, v = value.chunk(3)
+    return {f"{prefix}.q_bias": q, f"{prefix}.k_bias": k, f"{prefix}.v_bias": v}
 
 
 VISION_BLOCK = {"ln_1": "norm1", "attn.in_proj": "attn.qkv", "attn.out_proj": "attn.proj", "ln_2": "norm2",

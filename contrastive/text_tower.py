@@ -76,16 +76,19 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 class TextBlock(nn.Module):
     """Pre-LN transformer block: x + attn(ln(x)), then x + mlp(ln(x)).
 
-    Queries and values have biases, keys none: a key bias adds the same q.b to every logit of a query, which
-    softmax ignores, so its true gradient is zero and Adam would only amplify rounding noise into updates.
+    Queries and values have biases, keys none (unless `key_bias`, for imported towers): a key bias adds the same
+    q.b to every logit of a query, which softmax ignores, so its true gradient is zero and Adam would only amplify
+    rounding noise into updates.
     """
 
-    def __init__(self, width: int, heads: int, mlp_ratio: float, activation: str = "gelu", norm_eps: float = 1e-5):
+    def __init__(self, width: int, heads: int, mlp_ratio: float, activation: str = "gelu", norm_eps: float = 1e-5,
+                 key_bias: bool = False):
         super().__init__()
         self.heads = heads
         self.attn_norm = nn.LayerNorm(width, eps=norm_eps)
         self.qkv = nn.Linear(width, 3 * width, bias=False)
         self.q_bias = nn.Parameter(torch.zeros(width))
+        self.k_bias = nn.Parameter(torch.zeros(width)) if key_bias else None  # only to carry an imported one
         self.v_bias = nn.Parameter(torch.zeros(width))
         self.attn_out = nn.Linear(width, width)
         self.mlp_norm = nn.LayerNorm(width, eps=norm_eps)
@@ -94,7 +97,8 @@ class TextBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None, causal: bool) -> torch.Tensor:
         batch, length, width = x.shape
-        qkv_bias = torch.cat((self.q_bias, torch.zeros_like(self.q_bias), self.v_bias))
+        key_bias = torch.zeros_like(self.q_bias) if self.k_bias is None else self.k_bias
+        qkv_bias = torch.cat((self.q_bias, key_bias, self.v_bias))
         qkv = F.linear(self.attn_norm(x), self.qkv.weight, qkv_bias)
         q, k, v = qkv.view(batch, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
         attended = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, is_causal=causal)
@@ -121,8 +125,8 @@ class TextTower(nn.Module):
         self.grad_checkpointing = False
         self.token_embedding = nn.Embedding(vocab_size, cfg.width)
         self.positional_embedding = nn.Parameter(torch.empty(cfg.context_length, cfg.width))
-        self.blocks = nn.ModuleList(TextBlock(cfg.width, cfg.heads, cfg.mlp_ratio, cfg.activation, cfg.norm_eps)
-                                    for _ in range(cfg.depth))
+        self.blocks = nn.ModuleList(TextBlock(cfg.width, cfg.heads, cfg.mlp_ratio, cfg.activation, cfg.norm_eps,
+                                              cfg.key_bias) for _ in range(cfg.depth))
         self.final_norm = nn.LayerNorm(cfg.width, eps=cfg.norm_eps)
         self.projection = (nn.Linear(cfg.width, embed_dim, bias=cfg.projection_bias) if output == "embedding"
                            else None)

@@ -165,3 +165,14 @@ def test_eval_mode_keeps_every_column_up_to_the_last_real_token_even_one_with_th
     tower.blocks[0].register_forward_hook(lambda module, args, out: seen.append(args[0].shape[1]))
     torch.testing.assert_close(tower.eval()(tokens), tower.train()(tokens))
     assert seen == [6, 12]
+
+
+def test_a_key_bias_changes_no_output():
+    """Imported towers carry the peer's key bias (model.text.key_bias); softmax ignores it."""
+    tower = tiny_tower(key_bias=True).eval()
+    tokens = torch.tensor([row([5, 6, 7]), row([8])])
+    before = tower(tokens)
+    with torch.no_grad():
+        for block in tower.blocks:
+            block.k_bias.normal_(0, 3.0)
+    torch.testing.assert_close(tower(tokens), before, atol=1e-5, rtol=0)
