@@ -13,9 +13,7 @@ against it before anything is written; RUN_DIR appears complete or not at all.
 from __future__ import annotations
 
 import json
-import os
 import shlex
-import shutil
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +29,7 @@ from contrastive.errors import FormatError
 from contrastive.model import build_model
 from contrastive.state_mapping import check_shapes
 from contrastive.text_tower import text_tokenizer
-from data.atomic import atomic_write_bytes
+from data.atomic import atomic_directory, atomic_write_bytes
 from data.tokenizer import SIGLIP_SPIECE_CONVERSION, clip_bpe_tokenizer_json
 
 OPENCLIP_CONFIG = "open_clip_config.json"
@@ -54,8 +52,7 @@ class Imported:
 
 def import_model(src: Path, run_dir: Path, arch: Optional[str] = None, quick_gelu: Optional[bool] = None,
                  tokenizer: Optional[Path] = None) -> Config:
-    """Read, translate, check, then write RUN_DIR through a hidden staging folder beside it, renamed when complete.
-    A staging folder a killed import left (kill -9) is removed by the next import into the same RUN_DIR."""
+    """Read, translate, check, then write RUN_DIR at once (data.atomic.atomic_directory)."""
     if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
         raise FormatError(f"{run_dir} exists and is not empty: import into a new run dir")
     imported = read_source(src, arch, quick_gelu, tokenizer)
@@ -65,20 +62,11 @@ def import_model(src: Path, run_dir: Path, arch: Optional[str] = None, quick_gel
         model = build_model(cfg.model, cfg.loss, tok.vocab_size, tok.pad_id)
     check_shapes(imported.state, model.state_dict(), imported.description)
     _check_scale(imported.state["loss.logit_scale"], model.loss.objective.max_scale, imported.description)
-    for stale in run_dir.parent.glob(f".{run_dir.name}.import-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    staging = run_dir.parent / f".{run_dir.name}.import-{os.getpid()}"
-    try:
-        staging.mkdir(parents=True)
+    with atomic_directory(run_dir) as staging:
         atomic_write_bytes(staging / "config.yaml", to_yaml(cfg).encode())
         atomic_write_bytes(staging / "tokenizer.json", imported.tokenizer_json.encode())
         Checkpointer(staging).save(0, {"step": 0, "model": imported.state, "config": to_yaml(cfg),
                                        "tokenizer": imported.tokenizer_json, "imported_from": imported.description})
-        if run_dir.exists():
-            run_dir.rmdir()  # empty (checked above): rename needs the name free
-        os.replace(staging, run_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return cfg
 
 

@@ -1,10 +1,13 @@
-"""Atomic file writes: readers see the old file or the complete new one, never a partial file."""
+"""Atomic writes: readers see the old file (or no folder) or the complete new one, never a partial one."""
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from types import TracebackType
+from typing import Iterator
 
 
 class AtomicFile:
@@ -26,11 +29,7 @@ class AtomicFile:
         self.file.close()
         os.chmod(self.tmp_path, 0o644)  # mkstemp creates 0600; what we write is meant to be read by others
         os.replace(self.tmp_path, self.path)
-        directory = os.open(self.path.parent, os.O_RDONLY)  # the rename itself survives a crash only once
-        try:                                                # the directory is on disk too
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        _fsync_directory(self.path.parent)  # the rename itself survives a crash only once the directory is on disk
 
     def discard(self) -> None:
         self.file.close()
@@ -58,3 +57,47 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
+    """A folder that appears complete or not at all: the block writes into a hidden staging folder beside `path`
+    (yielded), renamed to `path` when it ends without an exception, removed when it raises (or is stopped: a
+    SIGTERM turned into an exception). `path` must not exist, or be an empty folder. A staging folder a killed
+    process left (kill -9) is removed by the next writer of the same `path`."""
+    path = Path(path)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise FileExistsError(f"{path} exists and is not an empty folder")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.staging-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    staging = path.parent / f".{path.name}.staging-{os.getpid()}"
+    try:
+        staging.mkdir()
+        yield staging
+        _fsync_tree(staging)
+        if path.exists():
+            path.rmdir()  # empty (checked above): the rename needs the name free
+        os.replace(staging, path)
+        _fsync_directory(path.parent)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _fsync_tree(root: Path) -> None:
+    for folder, _, files in os.walk(root):
+        for name in files:
+            fd = os.open(os.path.join(folder, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_directory(Path(folder))
+
+
+def _fsync_directory(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -292,7 +292,7 @@ def vit_b_32(tmp_path_factory) -> Path:
 def test_a_killed_import_leaves_no_run_dir_and_the_next_one_completes(stop, vit_b_32, tmp_path):
     """Stopped while its staging folder exists, the import leaves no RUN_DIR; a SIGTERM also removes the staging
     folder, and after kill -9 the next import into the same RUN_DIR does."""
-    run_dir, staging = tmp_path / "run", ".run.import-*"
+    run_dir, staging = tmp_path / "run", ".run.staging-*"
     command = [sys.executable, "-m", "contrastive", "import", str(vit_b_32), str(run_dir), "--tokenizer", str(CLIP_BPE)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                env={**os.environ, "CONTRASTIVE_TEST_THREADS": "1"})
