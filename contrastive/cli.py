@@ -13,6 +13,7 @@ from typing import Sequence
 
 from contrastive.commands import data as data_command
 from contrastive.commands import eval as eval_command
+from contrastive.commands import export_model as export_command
 from contrastive.commands import import_model as import_command
 from contrastive.commands import report as report_command
 from contrastive.commands import submit as submit_command
@@ -20,8 +21,8 @@ from contrastive.commands import train as train_command
 from contrastive.errors import USER_ERRORS
 from contrastive.stopping import Stopped
 
-COMMANDS: list[ModuleType] = [train_command, eval_command, import_command, submit_command, report_command,
-                              data_command]
+COMMANDS: list[ModuleType] = [train_command, eval_command, import_command, export_command, submit_command,
+                              report_command, data_command]
 
 
 class IntermixedParser(argparse.ArgumentParser):

@@ -1,9 +1,12 @@
 """Hugging Face transformers' CLIPModel and SiglipModel folders: config.json and preprocessor_config.json as our
-config keys, model.safetensors' state dict as ours.
+config keys, model.safetensors' state dict as ours; and back, our model as those files.
 
     overrides = config_overrides(config, preprocessor)     # config.json, preprocessor_config.json (or None)
     model = build_model(cfg.model, cfg.loss, vocab_size=..., pad_id=...)   # cfg = load_config(None, overrides)
     model.load_state_dict(convert_state_dict(state_dict, config))
+
+    config, preprocessor = export_config(cfg, vocab_size, TokenIds(start=0, end=1, pad=2))
+    state_dict = export_state_dict(model.state_dict(), cfg)
 
 CLIP's image tower is timm's CLIP ViT (a LayerNorm before the blocks, the class token pooled, a projection);
 SigLIP's is timm's SigLIP ViT (no class token, the MAP head as timm's attention pool, whose output is the
@@ -12,19 +15,27 @@ attends to the pads, is pooled at the row's last position and projected with a b
 is kept (model.text.key_bias) so that an export gives it back, though softmax ignores it. config.json keys that do
 not change the forward (names, output and generation settings, token ids, initialisation, dropout) are ignored by
 name; any other key this mapping does not read is an error naming it, as is any tensor it does not know.
+
+The export writes a CLIPModel for loss clip and a SiglipModel for loss siglip, each only from an image tower that is
+the ViT the import builds for it (timm's CLIP ViT, timm's SigLIP ViT, in any shape) and a text tower that computes as
+transformers' does. CLIPModel pools the text at the first end token, our eot, unless the end token is 2, where it
+takes the highest id, our argmax (its legacy rule). What transformers cannot express is one FormatError from the
+config alone. The tensor names of both directions come from one table (contrastive/openclip_format.py's Entry).
 """
 from __future__ import annotations
 
-import math
 import re
-from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 import torch
 
-from contrastive.config import OPENAI_MEAN, OPENAI_STD
+from contrastive.config import OPENAI_MEAN, OPENAI_STD, Config, ImageTowerConfig, ModelConfig, TextTowerConfig
 from contrastive.errors import FormatError
-from contrastive.state_mapping import Rule, map_state_dict, refuse_unknown, rename
+from contrastive.openclip_format import (BATCHED, CLASS_TOKEN, CLIP_VIT, EXPORT_HINT, SIGLIP_VIT, Entry, ViTShape,
+                                         as_peers_compute, block_entries, export_rules, exported_loss,
+                                         import_rules, mapped, mlp_ratio, vit_shape)
+from contrastive.state_mapping import Rule, refuse_unknown
 
 # PreTrainedConfig's own keys, which transformers 4 wrote into every sub-config: names, output and generation
 # settings, token ids. None of them changes the forward of these models.
@@ -51,6 +62,7 @@ UNPRUNED = {"pruned_heads": {}}
 
 # transformers' hidden_act -> ours (and timm's act_layer); gelu_new is the tanh approximation written out.
 ACTIVATIONS = {"quick_gelu": "quick_gelu", "gelu": "gelu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh"}
+HIDDEN_ACTS = {"quick_gelu": "quick_gelu", "gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh"}  # ours -> transformers'
 
 TEXT_WHERE, VISION_WHERE = "config.json's text_config", "config.json's vision_config"
 # What transformers assumes for the keys a config.json leaves out (config.json stores only what differs). The
@@ -114,7 +126,7 @@ def _clip(config: Mapping[str, Any]) -> tuple[list[str], int]:
     image_size = _square(vision["image_size"], f"{VISION_WHERE}.image_size")
     return [
         "loss.name=clip", f"model.embed_dim={top['projection_dim']}",
-        "model.image.timm_name=vit_base_patch16_clip_224", f"model.image.image_size={image_size}",
+        f"model.image.timm_name={CLIP_VIT}", f"model.image.image_size={image_size}",
         f"model.image.kwargs={_vit_kwargs(vision)}", "model.image.projection=true",
         *_text_shape(text), "model.text.causal=true", "model.text.mask_pad_keys=true", "model.text.pool=argmax",
         "model.text.projection_bias=false", "model.text.key_bias=true", "model.text.clean=none",
@@ -134,7 +146,7 @@ def _siglip(config: Mapping[str, Any]) -> tuple[list[str], int]:
     image_size = _square(vision["image_size"], f"{VISION_WHERE}.image_size")
     return [
         "loss.name=siglip", f"model.embed_dim={embed_dim}",
-        "model.image.timm_name=vit_base_patch16_siglip_224", f"model.image.image_size={image_size}",
+        f"model.image.timm_name={SIGLIP_VIT}", f"model.image.image_size={image_size}",
         f"model.image.kwargs={_vit_kwargs(vision)}", "model.image.projection=false",
         *_text_shape(text), "model.text.causal=false", "model.text.mask_pad_keys=false", "model.text.pool=last",
         "model.text.projection_bias=true", "model.text.key_bias=true", "model.text.clean=canonicalize_hf",
@@ -164,10 +176,7 @@ def _activation(tower: Mapping[str, Any], where: str) -> str:
 
 
 def _mlp_ratio(tower: Mapping[str, Any]) -> float:
-    """intermediate_size / hidden_size, nudged up where int(hidden_size * ratio) (how timm and our text tower size
-    the MLP) would round it down a unit."""
-    ratio = tower["intermediate_size"] / tower["hidden_size"]
-    return ratio if int(tower["hidden_size"] * ratio) == tower["intermediate_size"] else math.nextafter(ratio, math.inf)
+    return mlp_ratio(tower["intermediate_size"], tower["hidden_size"])
 
 
 def _square(value: int | list[int], where: str) -> int:
@@ -234,91 +243,143 @@ def _normalisation(mean: Any, std: Any) -> list[str]:
     return [f"model.image.mean=[{', '.join(map(str, mean))}]", f"model.image.std=[{', '.join(map(str, std))}]"]
 
 
+VISION_BLOCK = {"self_attn.{qkv_proj}.{param}": "attn.qkv.{param}", "layer_norm1.{param}": "norm1.{param}",
+                "self_attn.out_proj.{param}": "attn.proj.{param}", "layer_norm2.{param}": "norm2.{param}",
+                "mlp.fc1.{param}": "mlp.fc1.{param}", "mlp.fc2.{param}": "mlp.fc2.{param}"}
+TEXT_BLOCK = {"self_attn.{qkv_proj}.weight": "qkv.weight", "self_attn.{qkv}_proj.bias": "{qkv}_bias",
+              "layer_norm1.{param}": "attn_norm.{param}", "self_attn.out_proj.{param}": "attn_out.{param}",
+              "layer_norm2.{param}": "mlp_norm.{param}", "mlp.fc1.{param}": "mlp.0.{param}",
+              "mlp.fc2.{param}": "mlp.2.{param}"}
+COMMON = [
+    Entry("vision_model.embeddings.patch_embedding.{param}", "image_tower.trunk.patch_embed.proj.{param}"),
+    Entry("vision_model.embeddings.position_embedding.weight", "image_tower.trunk.pos_embed", BATCHED),
+    *block_entries("vision_model.encoder.layers", "image_tower.trunk.blocks", VISION_BLOCK),
+    Entry("vision_model.post_layernorm.{param}", "image_tower.trunk.norm.{param}"),
+    Entry("text_model.embeddings.token_embedding.weight", "text_tower.token_embedding.weight"),
+    Entry("text_model.embeddings.position_embedding.weight", "text_tower.positional_embedding"),
+    *block_entries("text_model.encoder.layers", "text_tower.blocks", TEXT_BLOCK),
+    Entry("text_model.final_layer_norm.{param}", "text_tower.final_norm.{param}"),
+]
+CLIP_ENTRIES = [
+    *COMMON,
+    Entry("vision_model.embeddings.class_embedding", "image_tower.trunk.cls_token", CLASS_TOKEN),
+    Entry("vision_model.pre_layrnorm.{param}", "image_tower.trunk.norm_pre.{param}"),
+    Entry("visual_projection.weight", "image_tower.projection.weight"),
+    Entry("text_projection.weight", "text_tower.projection.weight"),
+    Entry("logit_scale", "loss.logit_scale"),
+]
+MAP_HEAD = {"attention.in_proj_{param}": "{q_kv}.{param}", "attention.out_proj.{param}": "proj.{param}",
+            "layernorm.{param}": "norm.{param}", "mlp.fc1.{param}": "mlp.fc1.{param}",
+            "mlp.fc2.{param}": "mlp.fc2.{param}"}
+SIZE_ONE = (lambda v: v.reshape(()), lambda v: v.reshape(1))  # SiglipModel's logit scale and bias are [1]
+SIGLIP_ENTRIES = [
+    *COMMON,
+    Entry("vision_model.head.probe", "image_tower.trunk.attn_pool.latent"),
+    *(Entry(f"vision_model.head.{hf}", f"image_tower.trunk.attn_pool.{mine}") for hf, mine in MAP_HEAD.items()),
+    Entry("text_model.head.{param}", "text_tower.projection.{param}"),
+    Entry("logit_scale", "loss.logit_scale", SIZE_ONE),
+    Entry("logit_bias", "loss.logit_bias", SIZE_ONE),
+]
+POSITION_IDS: Rule = (re.compile(r"(?:text|vision)_model\.embeddings\.position_ids"), lambda value: {})  # 0, 1, 2, ...
+# family -> (the source as errors name it, what its entries look like, its entries)
+FORMATS: dict[str, tuple[str, str, list[Entry]]] = {
+    "clip": ("Hugging Face CLIPModel", "a CLIPModel has text_model.*, vision_model.*, visual_projection, "
+             "text_projection, logit_scale", CLIP_ENTRIES),
+    "siglip": ("Hugging Face SiglipModel", "a SiglipModel has text_model.* (with a head), vision_model.* (with a "
+               "MAP head), logit_scale, logit_bias", SIGLIP_ENTRIES),
+}
+
+
 def convert_state_dict(state: Mapping[str, torch.Tensor], config: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     """A CLIPModel's or SiglipModel's entries (config: its config.json) -> ours (ContrastiveModel with the config
     config_overrides gives)."""
-    family = _family(config)
-    source, hint, rules = FORMATS[family]
-    return _fused(map_state_dict(state, rules, source, hint), source)
+    source, hint, entries = FORMATS[_family(config)]
+    return mapped(state, [*import_rules(entries), POSITION_IDS], source, hint, "our")
 
 
-def _fused(pieces: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
-    """Our fused q/k/v entries from the rules' "NAME:q", "NAME:k", "NAME:v" pieces, concatenated in that order."""
-    out: dict[str, torch.Tensor] = {}
-    parts: dict[str, dict[str, torch.Tensor]] = defaultdict(dict)
-    for name, value in pieces.items():
-        target, _, part = name.partition(":")
-        if part:
-            parts[target][part] = value
-        else:
-            out[name] = value
-    for target, found in parts.items():
-        missing = [f"{p}_proj" for p in "qkv" if p not in found]
-        if missing:
-            raise FormatError(f"{source} has no {' or '.join(missing)} for our {target}")
-        out[target] = torch.cat([found[p] for p in "qkv"])
-    return out
+@dataclass(frozen=True)
+class TokenIds:
+    """The ids in the rows the exported tokenizer makes: its start token (None: rows have none), end token, pad."""
+    start: int | None
+    end: int
+    pad: int
 
 
+def export_config(cfg: Config, vocab_size: int, token_ids: TokenIds) -> tuple[dict[str, Any], dict[str, Any]]:
+    """config.json and preprocessor_config.json for our model: the CLIPModel (loss clip) or SiglipModel (loss siglip)
+    transformers builds from them is the same model."""
+    return EXPORTS[exported_loss(cfg)](cfg.model, vocab_size, token_ids)
 
 
-def _map_head_in_proj(value: torch.Tensor, kind: str) -> dict[str, torch.Tensor]:
-    """nn.MultiheadAttention's packed [q; k; v] projection as timm's attention pool's q and kv."""
-    q, kv = value.split([value.shape[0] // 3, 2 * value.shape[0] // 3])
-    return {f"image_tower.trunk.attn_pool.q.{kind}": q, f"image_tower.trunk.attn_pool.kv.{kind}": kv}
+def _export_clip(model: ModelConfig, vocab_size: int, ids: TokenIds) -> tuple[dict[str, Any], dict[str, Any]]:
+    shape = vit_shape(model, CLIP_VIT, "transformers' CLIPModel's image tower")
+    _require("model.image", model.image, {"projection": True}, "transformers' CLIPModel projects its image embedding")
+    _require("model.text", model.text, {"causal": True, "projection_bias": False},
+             "transformers' CLIPModel's text tower is causal and projects without a bias")
+    pools_alike = {"eot": ids.end != 2, "argmax": ids.end in (2, vocab_size - 1)}
+    if not pools_alike.get(model.text.pool, False):
+        raise FormatError(f"model.text.pool={model.text.pool} with end token {ids.end} of {vocab_size}: transformers' "
+                          "CLIPModel pools its text at the first end token (our eot), or at the highest id where the "
+                          "end token is 2 (its legacy rule; our argmax, as is the first end token where it is the "
+                          "last id)")
+    square = {"height": model.image.image_size, "width": model.image.image_size}
+    resize = {"size": {"shortest_edge": model.image.image_size} if model.image.resize == "crop" else square,
+              "do_center_crop": model.image.resize == "crop", "crop_size": square}
+    config = {"model_type": "clip", "architectures": ["CLIPModel"], "projection_dim": model.embed_dim,
+              "text_config": _text_config(model.text, vocab_size, ids),
+              "vision_config": _vision_config(shape, model.image.image_size)}
+    return config, _preprocessor("CLIPImageProcessor", model.image, resize)
 
 
-def _block_rules(theirs: str, ours: str, names: Mapping[str, str]) -> list[Rule]:
-    return [(re.compile(rf"{theirs}\.encoder\.layers\.(\d+)\.{re.escape(hf)}\.(weight|bias)"),
-             rename(f"{ours}.{{0}}.{mine}.{{1}}")) for hf, mine in names.items()]
+def _export_siglip(model: ModelConfig, vocab_size: int, ids: TokenIds) -> tuple[dict[str, Any], dict[str, Any]]:
+    shape = vit_shape(model, SIGLIP_VIT, "transformers' SiglipModel's image tower")
+    _require("model.image", model.image, {"projection": False, "resize": "squash"},
+             "transformers' SiglipModel's image embedding is its MAP head's output, unprojected, of an image its "
+             "SiglipImageProcessor resizes whole to a square")
+    _require("model.text", model.text, {"causal": False, "mask_pad_keys": False, "pool": "last",
+                                        "projection_bias": True},
+             "transformers' SiglipModel's text tower is bidirectional, attends to the pads, pools the last position "
+             "and projects with a bias")
+    config = {"model_type": "siglip", "architectures": ["SiglipModel"],
+              "text_config": {**_text_config(model.text, vocab_size, ids), "projection_size": model.embed_dim},
+              "vision_config": _vision_config(shape, model.image.image_size)}
+    side = model.image.image_size
+    return config, _preprocessor("SiglipImageProcessor", model.image, {"size": {"height": side, "width": side}})
 
 
-VISION_BLOCK = {"layer_norm1": "norm1", "self_attn.out_proj": "attn.proj", "layer_norm2": "norm2",
-                "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2"}
-TEXT_BLOCK = {"layer_norm1": "attn_norm", "self_attn.out_proj": "attn_out", "layer_norm2": "mlp_norm",
-              "mlp.fc1": "mlp.0", "mlp.fc2": "mlp.2"}
-COMMON_RULES: list[Rule] = [
-    (re.compile(r"(?:text|vision)_model\.embeddings\.position_ids"), lambda value: {}),  # a buffer: 0, 1, 2, ...
-    (re.compile(r"vision_model\.embeddings\.patch_embedding\.(weight|bias)"),
-     rename("image_tower.trunk.patch_embed.proj.{0}")),
-    (re.compile(r"vision_model\.embeddings\.position_embedding\.weight"),
-     rename("image_tower.trunk.pos_embed", lambda v: v.unsqueeze(0))),
-    (re.compile(r"vision_model\.encoder\.layers\.(\d+)\.self_attn\.(q|k|v)_proj\.(weight|bias)"),
-     rename("image_tower.trunk.blocks.{0}.attn.qkv.{2}:{1}")),
-    *_block_rules("vision_model", "image_tower.trunk.blocks", VISION_BLOCK),
-    (re.compile(r"vision_model\.post_layernorm\.(weight|bias)"), rename("image_tower.trunk.norm.{0}")),
-    (re.compile(r"text_model\.embeddings\.token_embedding\.weight"), rename("text_tower.token_embedding.weight")),
-    (re.compile(r"text_model\.embeddings\.position_embedding\.weight"), rename("text_tower.positional_embedding")),
-    (re.compile(r"text_model\.encoder\.layers\.(\d+)\.self_attn\.(q|k|v)_proj\.weight"),
-     rename("text_tower.blocks.{0}.qkv.weight:{1}")),
-    (re.compile(r"text_model\.encoder\.layers\.(\d+)\.self_attn\.(q|k|v)_proj\.bias"),
-     rename("text_tower.blocks.{0}.{1}_bias")),
-    *_block_rules("text_model", "text_tower.blocks", TEXT_BLOCK),
-    (re.compile(r"text_model\.final_layer_norm\.(weight|bias)"), rename("text_tower.final_norm.{0}")),
-    (re.compile(r"logit_scale"), rename("loss.logit_scale", lambda v: v.reshape(()))),
-]
-CLIP_RULES: list[Rule] = [
-    *COMMON_RULES,
-    (re.compile(r"vision_model\.embeddings\.class_embedding"),
-     rename("image_tower.trunk.cls_token", lambda v: v.view(1, 1, -1))),
-    (re.compile(r"vision_model\.pre_layrnorm\.(weight|bias)"), rename("image_tower.trunk.norm_pre.{0}")),
-    (re.compile(r"visual_projection\.weight"), rename("image_tower.projection.weight")),
-    (re.compile(r"text_projection\.weight"), rename("text_tower.projection.weight")),
-]
-MAP_HEAD = {"attention.out_proj": "proj", "layernorm": "norm", "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2"}
-SIGLIP_RULES: list[Rule] = [
-    *COMMON_RULES,
-    (re.compile(r"vision_model\.head\.probe"), rename("image_tower.trunk.attn_pool.latent")),
-    (re.compile(r"vision_model\.head\.attention\.in_proj_(weight|bias)"), _map_head_in_proj),
-    *((re.compile(rf"vision_model\.head\.{re.escape(hf)}\.(weight|bias)"),
-       rename(f"image_tower.trunk.attn_pool.{mine}.{{0}}")) for hf, mine in MAP_HEAD.items()),
-    (re.compile(r"text_model\.head\.(weight|bias)"), rename("text_tower.projection.{0}")),
-    (re.compile(r"logit_bias"), rename("loss.logit_bias", lambda v: v.reshape(()))),
-]
-# family -> (the source as errors name it, what its entries look like, its rules)
-FORMATS: dict[str, tuple[str, str, list[Rule]]] = {
-    "clip": ("Hugging Face CLIPModel", "a CLIPModel has text_model.*, vision_model.*, visual_projection, "
-             "text_projection, logit_scale", CLIP_RULES),
-    "siglip": ("Hugging Face SiglipModel", "a SiglipModel has text_model.* (with a head), vision_model.* (with a "
-               "MAP head), logit_scale, logit_bias", SIGLIP_RULES),
-}
+EXPORTS: dict[str, Callable[[ModelConfig, int, TokenIds], tuple[dict[str, Any], dict[str, Any]]]] = {
+    "clip": _export_clip, "siglip": _export_siglip}
+
+
+def _require(section: str, values: Any, required: Mapping[str, Any], reason: str) -> None:
+    for key, value in required.items():
+        if getattr(values, key) != value:
+            said = getattr(values, key)
+            raise FormatError(f"{section}.{key}={str(said).lower() if isinstance(said, bool) else said}: {reason}")
+
+
+def _text_config(text: TextTowerConfig, vocab_size: int, ids: TokenIds) -> dict[str, Any]:
+    return {"vocab_size": vocab_size, "hidden_size": text.width, "intermediate_size": int(text.width * text.mlp_ratio),
+            "num_hidden_layers": text.depth, "num_attention_heads": text.heads,
+            "max_position_embeddings": text.context_length, "hidden_act": HIDDEN_ACTS[text.activation],
+            "layer_norm_eps": text.norm_eps, "bos_token_id": ids.start, "eos_token_id": ids.end,
+            "pad_token_id": ids.pad}
+
+
+def _vision_config(shape: ViTShape, image_size: int) -> dict[str, Any]:
+    return {"hidden_size": shape.embed_dim, "intermediate_size": int(shape.embed_dim * shape.mlp_ratio),
+            "num_hidden_layers": shape.depth, "num_attention_heads": shape.num_heads, "image_size": image_size,
+            "patch_size": shape.patch_size, "hidden_act": HIDDEN_ACTS[shape.act_layer],
+            "layer_norm_eps": shape.norm_eps}
+
+
+def _preprocessor(processor: str, image: ImageTowerConfig, resize: Mapping[str, Any]) -> dict[str, Any]:
+    """preprocessor_config.json as the processor saves it, for our eval transform: bicubic, rescaled, normalised."""
+    return {"image_processor_type": processor, **PIXELS_FIXED, **resize, "do_normalize": True,
+            "image_mean": list(image.mean), "image_std": list(image.std), "do_convert_rgb": True}
+
+
+def export_state_dict(state: Mapping[str, torch.Tensor], cfg: Config) -> dict[str, torch.Tensor]:
+    """Our model's entries (export_config's model) -> transformers'."""
+    _, _, entries = FORMATS[exported_loss(cfg)]
+    return mapped(as_peers_compute(state, cfg), export_rules(entries), "this model", EXPORT_HINT, "transformers'")

@@ -13,18 +13,20 @@ against it before anything is written; RUN_DIR appears complete or not at all.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
 import tokenizers
 import torch
+import yaml
 
 from contrastive import hf_format, openclip_format
 from contrastive.checkpoint import Checkpointer
-from contrastive.config import Config, load_config, to_yaml
+from contrastive.config import Config, from_yaml_text, load_config, to_yaml
 from contrastive.errors import FormatError
 from contrastive.model import build_model
 from contrastive.state_mapping import check_shapes
@@ -41,13 +43,22 @@ TORCHSCRIPT_CONVERSION = (
     ".state_dict(), '{stem}.bin')\"  # then: contrastive import {stem}.bin RUN_DIR --arch ARCH --quick-gelu")
 
 
+# The key of a peer config file (open_clip_config.json, config.json) under which `contrastive export` saves our model
+# and loss sections, which the peers ignore: an import of an export reads them back, so that the round trip gives
+# our config itself (the peer's config says the same architecture in its own terms).
+SAVED_CONFIG = "contrastive"
+KEY_BIAS = re.compile(r"text_tower\.blocks\.\d+\.k_bias")
+
+
 @dataclass(frozen=True)
 class Imported:
-    """A source in our terms: config overrides, tensors under our names, the tokenizer file's text."""
+    """A source in our terms: config overrides (or our own saved sections), tensors under our names, the tokenizer
+    file's text."""
     description: str  # what was read, for messages and the checkpoint
     overrides: list[str]
     state: dict[str, torch.Tensor]
     tokenizer_json: str
+    saved: Optional[dict[str, Any]] = None  # an export's SAVED_CONFIG: our model and loss sections
 
 
 def import_model(src: Path, run_dir: Path, arch: Optional[str] = None, quick_gelu: Optional[bool] = None,
@@ -56,7 +67,13 @@ def import_model(src: Path, run_dir: Path, arch: Optional[str] = None, quick_gel
     if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
         raise FormatError(f"{run_dir} exists and is not empty: import into a new run dir")
     imported = read_source(src, arch, quick_gelu, tokenizer)
-    cfg = load_config(None, [*imported.overrides, f"run_dir={run_dir}"])
+    if imported.saved is None:
+        cfg = load_config(None, [*imported.overrides, f"run_dir={run_dir}"])
+    else:
+        cfg = from_yaml_text(yaml.safe_dump(imported.saved), [f"run_dir={run_dir}"])
+        if not cfg.model.text.key_bias:  # the export gave the peer a zero key bias, which ours does not carry
+            imported = replace(imported, state={name: value for name, value in imported.state.items()
+                                                if not (KEY_BIAS.fullmatch(name) and not value.any())})
     tok = text_tokenizer(imported.tokenizer_json, cfg.model.text, f"the tokenizer of {src}")
     with torch.device("meta"):
         model = build_model(cfg.model, cfg.loss, tok.vocab_size, tok.pad_id)
@@ -95,7 +112,13 @@ def read_source(src: Path, arch: Optional[str], quick_gelu: Optional[bool], toke
             raise FormatError(f"{src}: no {OPENCLIP_CONFIG} beside it and no Hugging Face config.json; for a bare "
                               f"OpenCLIP state dict say its architecture with --arch (one of "
                               f"{', '.join(openclip_format.ARCHITECTURES)})")
-        model_cfg, preprocess_cfg = openclip_format.read_model_config(_read_json(folder / OPENCLIP_CONFIG))
+        config_json = _read_json(folder / OPENCLIP_CONFIG)
+        saved = config_json.pop(SAVED_CONFIG, None)
+        if saved is not None:  # written by `contrastive export`: our own config
+            weights_state = openclip_format.convert_state_dict(_openclip_state(read_weights(weights)))
+            return Imported(f"OpenCLIP {weights} exported by contrastive", [], weights_state,
+                            _tokenizer_json(folder, tokenizer, openclip=True), saved)
+        model_cfg, preprocess_cfg = openclip_format.read_model_config(config_json)
         said = model_cfg.get("quick_gelu")
         if quick_gelu is not None and said is not None and said != quick_gelu:
             raise FormatError(f"{folder / OPENCLIP_CONFIG} says quick_gelu={str(said).lower()}; "
@@ -124,6 +147,11 @@ def _hugging_face(folder: Path, tokenizer: Optional[Path]) -> Imported:
     if config.get("model_type") not in HF_MODEL_TYPES:
         raise FormatError(f"{folder / 'config.json'} is a {config.get('model_type')!r} model; this import reads "
                           f"Hugging Face {' and '.join(HF_MODEL_TYPES)} models")
+    saved = config.pop(SAVED_CONFIG, None)
+    if saved is not None:  # written by `contrastive export` (and kept by transformers' save_pretrained)
+        state = hf_format.convert_state_dict(read_weights(_one_of(folder, HF_WEIGHTS)), config)
+        return Imported(f"Hugging Face {config['model_type']} {folder} exported by contrastive", [], state,
+                        _tokenizer_json(folder, tokenizer, openclip=False), saved)
     preprocessor = folder / "preprocessor_config.json"
     overrides = hf_format.config_overrides(config, _read_json(preprocessor) if preprocessor.is_file() else None)
     state = hf_format.convert_state_dict(read_weights(_one_of(folder, HF_WEIGHTS)), config)

@@ -1,10 +1,14 @@
 """OpenCLIP's format for its OpenAI-style CLIP ViTs (ViT-B-32, ViT-B-16, ViT-L-14, ViT-L-14-336, ViT-H-14, ...) and
-its timm-trunk SigLIP models (ViT-B-16-SigLIP): its model config as our config keys, and its state dict as ours.
+its timm-trunk SigLIP models (ViT-B-16-SigLIP): its model config as our config keys, and its state dict as ours;
+and back, our model as OpenCLIP's open_clip_config.json and state dict.
 
     model_cfg, preprocess_cfg = read_model_config(json.load(open("open_clip_config.json")))
     overrides = config_overrides(model_cfg, quick_gelu=None, preprocess_cfg=preprocess_cfg)
     model = build_model(cfg.model, cfg.loss, vocab_size, pad_id)   # cfg = load_config(None, overrides)
     model.load_state_dict(convert_state_dict(state_dict))
+
+    config_json = export_config(cfg, vocab_size, eos_id, tokenizer_cfg)      # open_clip_config.json
+    state_dict = export_state_dict(model.state_dict(), cfg)                  # open_clip_model.safetensors
 
 CLIP: the image tower is timm's CLIP ViT (a LayerNorm before the blocks, OpenAI's ln_pre); the text tower is causal,
 pooled at the highest token id as OpenCLIP pools CLIP (its end token is the vocabulary's last id; OpenCLIP pads
@@ -13,21 +17,39 @@ SigLIP: the image tower is the timm model OpenCLIP names, with its pooling (the 
 tower is bidirectional, attends to its pads (OpenCLIP builds it without a pad mask), pools the last position, and
 has exact GELU (nn.GELU: OpenCLIP's default; only SigLIP 2's configs ask for the tanh approximation) or QuickGELU
 with quick_gelu, which OpenCLIP applies to the text tower only: timm trunks keep their own activation.
+OpenCLIP's "eos" pooling (at the first eos_id) is our eot (the last token before the pads): the same token in rows
+whose pad is a token of its own.
 The text attention's key bias is kept (model.text.key_bias) so that an export gives it back, though it changes no
-output (it adds the same amount to every logit of a query, which softmax ignores). Anything this mapping does not know is an error naming the key or tensor, never a
-silent skip.
+output (it adds the same amount to every logit of a query, which softmax ignores); a tower without one exports
+zeros. Anything this mapping does not know is an error naming the key or tensor, never a silent skip.
+
+The export writes OpenCLIP's ViT for a tower that projects (timm's CLIP ViT in any shape), a timm trunk
+(timm_model_name, its pooled output the embedding) for one that does not; CLIP's loss is OpenCLIP's CLIP, SigLIP's
+its CustomTextCLIP with a logit bias. What OpenCLIP cannot express is one FormatError from the config alone. The
+tensor names of both directions come from one table of entries (Entry).
 """
 from __future__ import annotations
 
 import copy
+import math
 import re
-from typing import Any, Mapping
+from collections import defaultdict
+from dataclasses import asdict, dataclass, replace
+from difflib import SequenceMatcher
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
+import timm
 import torch
+from timm.layers import DropPath, Mlp, PatchDropout
+from timm.layers.activations import GELU, GELUTanh, QuickGELU
+from timm.models import VisionTransformer
+from torch import nn
 
-from contrastive.config import OPENAI_MEAN, OPENAI_STD
+import losses
+from contrastive.config import OPENAI_MEAN, OPENAI_STD, Config, ModelConfig, TextTowerConfig
 from contrastive.errors import FormatError
-from contrastive.state_mapping import map_state_dict, refuse_unknown, rename, transpose
+from contrastive.image_tower import ImageTower
+from contrastive.state_mapping import Rule, map_state_dict, refuse_unknown, transpose
 
 HEAD_WIDTH = 64  # OpenCLIP's CLIPVisionCfg.head_width default: heads = width / 64
 # OpenCLIP's model_cfg keys this mapping expresses; any other is refused (it would change the model).
@@ -36,9 +58,11 @@ MODEL_KEYS = {"embed_dim", "vision_cfg", "text_cfg", "quick_gelu", "custom_text"
 VISION_KEYS = {"image_size", "layers", "width", "patch_size", "head_width", "mlp_ratio"}
 # timm_model_pretrained only says how OpenCLIP initialises the trunk, before the state dict replaces it.
 TIMM_VISION_KEYS = {"image_size", "timm_model_name", "timm_model_pretrained", "timm_pool", "timm_proj"}
+TOKENIZER_KEYS = {"hf_tokenizer_name", "tokenizer_kwargs"}
 TEXT_KEYS = {"context_length", "vocab_size", "width", "heads", "layers", "mlp_ratio", "no_causal_mask", "proj_bias",
-             "pool_type", "norm_kwargs", "hf_tokenizer_name", "tokenizer_kwargs"}
-TEXT_POOLS = {"argmax": "argmax", "last": "last"}  # OpenCLIP's text pool_type -> ours
+             "pool_type", "eos_id", "norm_kwargs", *TOKENIZER_KEYS}
+POOL_TYPES = {"argmax": "argmax", "eot": "eos", "last": "last"}  # our text pool -> OpenCLIP's pool_type
+TEXT_POOLS = {theirs: ours for ours, theirs in POOL_TYPES.items()}
 # OpenCLIP's text cleaning (tokenizer_kwargs.clean) -> ours; "whitespace" (no lower-casing) has no counterpart.
 CLEAN = {"lower": "openclip", "canonicalize": "canonicalize"}
 # Hugging Face tokenizers whose rows are known here: no start token, and the pad id (SigLIP's SentencePiece pads
@@ -46,6 +70,8 @@ CLEAN = {"lower": "openclip", "canonicalize": "canonicalize"}
 HF_TOKENIZER_PADS = {"timm/ViT-B-16-SigLIP": 1}
 PREPROCESS_KEYS = {"mean", "std", "interpolation", "resize_mode"}
 RESIZE_MODES = {"shortest": "crop", "squash": "squash"}  # OpenCLIP's eval resize_mode -> our model.image.resize
+# The timm models the imports build for a peer's ViT, in its shape (their kwargs): OpenAI's CLIP layout, SigLIP's.
+CLIP_VIT, SIGLIP_VIT = "vit_base_patch16_clip_224", "vit_base_patch16_siglip_224"
 # "random" interpolation is for training: OpenCLIP's eval transform then resizes bicubic, as ours does.
 INTERPOLATIONS = ("bicubic", "random")
 # Pixels where preprocess_cfg does not say them: OpenCLIP's PreprocessCfg defaults fill a given preprocess_cfg;
@@ -134,7 +160,7 @@ def _openai_image(vision: dict[str, Any], activation: str) -> list[str]:
                     "num_heads": vision["width"] // vision.get("head_width", HEAD_WIDTH),
                     "mlp_ratio": vision.get("mlp_ratio", 4.0), "act_layer": activation}
     kwargs = "{" + ", ".join(f"{k}: {v}" for k, v in image_kwargs.items()) + "}"
-    return ["model.image.timm_name=vit_base_patch16_clip_224", f"model.image.kwargs={kwargs}"]
+    return [f"model.image.timm_name={CLIP_VIT}", f"model.image.kwargs={kwargs}"]
 
 
 def _timm_image(vision: dict[str, Any]) -> list[str]:
@@ -179,6 +205,11 @@ def _text(text: dict[str, Any], activation: str) -> list[str]:
     if pool_type not in TEXT_POOLS:
         raise FormatError(f"model_cfg.text_cfg.pool_type={pool_type!r}: this import pools as OpenCLIP's "
                           f"{' or '.join(TEXT_POOLS)}")
+    rows, pad_id = _token_rows(text)
+    if pool_type == "eos" and text.get("eos_id") in (None, pad_id):
+        raise FormatError(f"model_cfg.text_cfg.pool_type='eos' with eos_id={text.get('eos_id')} and pad id {pad_id}: "
+                          "our pool=eot takes the last token before the pads, the end token only where eos_id says "
+                          "it and the pad is another token")
     norm = dict(text.get("norm_kwargs") or {})
     refuse_unknown(norm, {"eps"}, "model_cfg.text_cfg.norm_kwargs")
     causal = not text.get("no_causal_mask", False)
@@ -191,70 +222,342 @@ def _text(text: dict[str, Any], activation: str) -> list[str]:
         f"model.text.pool={TEXT_POOLS[pool_type]}", f"model.text.activation={activation}",
         f"model.text.norm_eps={norm.get('eps', 1e-5)}",
         f"model.text.projection_bias={str(bool(text.get('proj_bias', False))).lower()}", "model.text.key_bias=true",
-        *_token_rows(text),
+        *rows,
     ]
 
 
-def _token_rows(text: dict[str, Any]) -> list[str]:
-    """The keys of the rows OpenCLIP's tokenizer for this model makes: its cleaning, start token and pad id."""
+def _token_rows(text: dict[str, Any]) -> tuple[list[str], int]:
+    """The keys of the rows OpenCLIP's tokenizer for this model makes (its cleaning, start token and pad id), and
+    the pad id."""
     tokenizer_kwargs = dict(text.get("tokenizer_kwargs") or {})
     refuse_unknown(tokenizer_kwargs, {"clean"}, "model_cfg.text_cfg.tokenizer_kwargs")
     name = text.get("hf_tokenizer_name")
     if name is None:  # OpenCLIP's SimpleTokenizer, clean "lower" by default
-        clean, rows = tokenizer_kwargs.get("clean", "lower"), ["model.text.start_token=true", "model.text.pad_id=0"]
+        clean, start_token, pad_id = tokenizer_kwargs.get("clean", "lower"), True, 0
     elif name in HF_TOKENIZER_PADS:  # OpenCLIP's HFTokenizer, clean "whitespace" by default
-        clean = tokenizer_kwargs.get("clean", "whitespace")
-        rows = ["model.text.start_token=false", f"model.text.pad_id={HF_TOKENIZER_PADS[name]}"]
+        clean, start_token, pad_id = tokenizer_kwargs.get("clean", "whitespace"), False, HF_TOKENIZER_PADS[name]
     else:
         raise FormatError(f"model_cfg.text_cfg.hf_tokenizer_name={name!r}: the rows of that tokenizer (start token, "
                           f"pad id) are not known here; known: {', '.join(HF_TOKENIZER_PADS)}")
     if clean not in CLEAN:
         raise FormatError(f"model_cfg.text_cfg.tokenizer_kwargs.clean={clean!r}: our tokenizer cleans as OpenCLIP's "
                           f"{' or '.join(CLEAN)}")
-    return [f"model.text.clean={CLEAN[clean]}", *rows]
+    return [f"model.text.clean={CLEAN[clean]}", f"model.text.start_token={str(start_token).lower()}",
+            f"model.text.pad_id={pad_id}"], pad_id
+
+
+
+
+# Both directions of a state dict from one table. An entry names a tensor in the peer's state dict and in ours, as
+# templates whose {fields} match FIELDS; a PARTS field on one side only is several tensors there and one on the
+# other, the parts concatenated along the first dimension in PARTS' order and sizes (q, k, v as one qkv).
+PARTS = {"qkv_proj": {"q_proj": 1, "k_proj": 1, "v_proj": 1}, "qkv_bias": {"q_bias": 1, "k_bias": 1, "v_bias": 1},
+         "q_kv": {"q": 1, "kv": 2}}
+PART_FIELD = {part: field for field, parts in PARTS.items() for part in parts}
+FIELDS = {"block": r"\d+", "param": "weight|bias", "name": ".+", "qkv": "q|k|v",
+          **{field: "|".join(parts) for field, parts in PARTS.items()}}
+Transform = Callable[[torch.Tensor], torch.Tensor]
+Reshape = tuple[Transform, Transform]  # (theirs -> ours, ours -> theirs)
+TRANSPOSED: Reshape = (transpose, transpose)  # a projection stored as x @ P, ours as nn.Linear's weight
+BATCHED: Reshape = (lambda v: v.unsqueeze(0), lambda v: v.squeeze(0))  # timm's position embedding is [1, n, d]
+CLASS_TOKEN: Reshape = (lambda v: v.view(1, 1, -1), lambda v: v.view(-1))
+
+
+@dataclass(frozen=True)
+class Entry:
+    theirs: str
+    ours: str
+    reshape: Reshape | None = None
+
+
+def import_rules(entries: Iterable[Entry]) -> list[Rule]:
+    return [_rule(e.theirs, e.ours, e.reshape and e.reshape[0]) for e in entries]
+
+
+def export_rules(entries: Iterable[Entry]) -> list[Rule]:
+    return [_rule(e.ours, e.theirs, e.reshape and e.reshape[1]) for e in entries]
+
+
+def _rule(source: str, target: str, transform: Transform | None) -> Rule:
+    pieces = re.split(r"\{(\w+)\}", source)
+    names = pieces[1::2]
+    pattern = re.compile("".join(re.escape(p) if i % 2 == 0 else f"({FIELDS[p]})" for i, p in enumerate(pieces)))
+    split = next((f for f in re.findall(r"\{(\w+)\}", target) if f not in names), None)  # several tensors there
+    joined = next((f for f in names if f in PARTS and f"{{{f}}}" not in target), None)  # a part of one there
+
+    def convert(value: torch.Tensor, *groups: str) -> dict[str, torch.Tensor]:
+        fields = dict(zip(names, groups))
+        value = value if transform is None else transform(value)
+        if split is not None:
+            sizes = PARTS[split]
+            unit = value.shape[0] // sum(sizes.values())
+            chunks = value.split([unit * n for n in sizes.values()])
+            return {target.format(**fields, **{split: part}): chunk for part, chunk in zip(sizes, chunks)}
+        name = target.format(**fields)
+        return {f"{name}:{fields[joined]}" if joined else name: value}
+
+    return pattern, convert
+
+
+def mapped(state: Mapping[str, torch.Tensor], rules: Sequence[Rule], source: str, hint: str,
+           whose: str) -> dict[str, torch.Tensor]:
+    """`state` through the rules (map_state_dict), each "NAME:PART" they give concatenated into NAME."""
+    out: dict[str, torch.Tensor] = {}
+    parts: dict[str, dict[str, torch.Tensor]] = defaultdict(dict)
+    for name, value in map_state_dict(state, rules, source, hint).items():
+        target, _, part = name.partition(":")
+        if part:
+            parts[target][part] = value
+        else:
+            out[name] = value
+    for target, found in parts.items():
+        order = PARTS[PART_FIELD[next(iter(found))]]
+        missing = [part for part in order if part not in found]
+        if missing:
+            raise FormatError(f"{source} has no {' or '.join(missing)} for {whose} {target}")
+        out[target] = torch.cat([found[part] for part in order])
+    return out
+
+
+def block_entries(theirs: str, ours: str, names: Mapping[str, str]) -> list[Entry]:
+    return [Entry(f"{theirs}.{{block}}.{peer}", f"{ours}.{{block}}.{mine}") for peer, mine in names.items()]
+
+
+TIMM_VISION = [Entry("visual.trunk.{name}", "image_tower.trunk.{name}")]  # timm's own names, as our trunk's
+NATIVE_VISION = [
+    Entry("visual.class_embedding", "image_tower.trunk.cls_token", CLASS_TOKEN),
+    Entry("visual.positional_embedding", "image_tower.trunk.pos_embed", BATCHED),
+    Entry("visual.conv1.weight", "image_tower.trunk.patch_embed.proj.weight"),
+    Entry("visual.ln_pre.{param}", "image_tower.trunk.norm_pre.{param}"),
+    Entry("visual.ln_post.{param}", "image_tower.trunk.norm.{param}"),
+    Entry("visual.proj", "image_tower.projection.weight", TRANSPOSED),
+    *block_entries("visual.transformer.resblocks", "image_tower.trunk.blocks", {
+        "ln_1.{param}": "norm1.{param}", "attn.in_proj_{param}": "attn.qkv.{param}",
+        "attn.out_proj.{param}": "attn.proj.{param}", "ln_2.{param}": "norm2.{param}",
+        "mlp.c_fc.{param}": "mlp.fc1.{param}", "mlp.c_proj.{param}": "mlp.fc2.{param}"}),
+]
+TEXT_BLOCK = {"attn.in_proj_weight": "qkv.weight", "attn.in_proj_bias": "{qkv_bias}",
+              "ln_1.{param}": "attn_norm.{param}", "attn.out_proj.{param}": "attn_out.{param}",
+              "ln_2.{param}": "mlp_norm.{param}", "mlp.c_fc.{param}": "mlp.0.{param}",
+              "mlp.c_proj.{param}": "mlp.2.{param}"}
+# With a bias the projection is an nn.Linear, else a parameter P applied as x @ P.
+TEXT_PROJECTIONS = {False: Entry("text_projection", "text_tower.projection.weight", TRANSPOSED),
+                    True: Entry("text_projection.{param}", "text_tower.projection.{param}")}
+LOSS = [Entry("logit_scale", "loss.logit_scale"), Entry("logit_bias", "loss.logit_bias")]
+
+
+def _text_entries(prefix: str, projection_biases: Iterable[bool]) -> list[Entry]:
+    """The text tower's entries under `prefix`: CLIP's are at the top level, CustomTextCLIP's (SigLIP's) under text."""
+    return [*block_entries(f"{prefix}transformer.resblocks", "text_tower.blocks", TEXT_BLOCK),
+            Entry(f"{prefix}token_embedding.weight", "text_tower.token_embedding.weight"),
+            Entry(f"{prefix}positional_embedding", "text_tower.positional_embedding"),
+            Entry(f"{prefix}ln_final.{{param}}", "text_tower.final_norm.{param}"),
+            *(replace(TEXT_PROJECTIONS[bias], theirs=prefix + TEXT_PROJECTIONS[bias].theirs)
+              for bias in projection_biases)]
+
+
+RULES = import_rules([*TIMM_VISION, *NATIVE_VISION, *_text_entries("", (False, True)),
+                      *_text_entries("text.", (False, True)), *LOSS])
 
 
 def convert_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """OpenCLIP's entries -> ours (ContrastiveModel with the config above)."""
-    return map_state_dict(state, RULES, "OpenCLIP", hint="an OpenAI-style CLIP ViT has visual.*, "
-                          "transformer.resblocks.*, token_embedding, positional_embedding, ln_final, text_projection, "
-                          "logit_scale; a timm-trunk SigLIP has visual.trunk.*, the same text entries under text.*, "
-                          "logit_scale and logit_bias")
+    return mapped(state, RULES, "OpenCLIP", "an OpenAI-style CLIP ViT has visual.*, transformer.resblocks.*, "
+                  "token_embedding, positional_embedding, ln_final, text_projection, logit_scale; a timm-trunk SigLIP "
+                  "has visual.trunk.*, the same text entries under text.*, logit_scale and logit_bias", "our")
 
 
-def _text_attention(value: torch.Tensor, block: str, kind: str) -> dict[str, torch.Tensor]:
-    prefix = f"text_tower.blocks.{block}"
-    if kind == "weight":
-        return {f"{prefix}.qkv.weight": value}
-    q, k, v = value.chunk(3)
-    return {f"{prefix}.q_bias": q, f"{prefix}.k_bias": k, f"{prefix}.v_bias": v}
+def export_config(cfg: Config, vocab_size: int, eos_id: int,
+                  tokenizer_cfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """open_clip_config.json for our model: OpenCLIP's create_model builds the same model from it. `eos_id` is the
+    rows' end token (eot pooling is OpenCLIP's eos). `tokenizer_cfg` is the tokenizer export's: the text_cfg keys
+    that name OpenCLIP's tokenizer for the exported tokenizer files (hf_tokenizer_name, tokenizer_kwargs); None says
+    nothing, and OpenCLIP tokenizes with its CLIP BPE."""
+    loss, model, image = exported_loss(cfg), cfg.model, cfg.model.image
+    unknown = set(tokenizer_cfg or {}) - TOKENIZER_KEYS
+    if unknown:
+        raise ValueError(f"tokenizer_cfg sets {', '.join(sorted(unknown))}; it takes "
+                         f"{', '.join(sorted(TOKENIZER_KEYS))}")
+    vision = _native_vision(model) if image.projection else _timm_vision(model)
+    model_cfg = {
+        "embed_dim": model.embed_dim, **({"quick_gelu": True} if model.text.activation == "quick_gelu" else {}),
+        **({"custom_text": True, "init_logit_bias": cfg.loss["init_bias"]} if loss == "siglip" else {}),
+        "vision_cfg": vision, "text_cfg": {**_export_text(model.text, vocab_size, eos_id), **(tokenizer_cfg or {})},
+    }
+    resize_mode = {ours: theirs for theirs, ours in RESIZE_MODES.items()}[image.resize]
+    return {"model_cfg": model_cfg, "preprocess_cfg": {"mean": list(image.mean), "std": list(image.std),
+                                                       "interpolation": "bicubic", "resize_mode": resize_mode}}
 
 
-VISION_BLOCK = {"ln_1": "norm1", "attn.in_proj": "attn.qkv", "attn.out_proj": "attn.proj", "ln_2": "norm2",
-                "mlp.c_fc": "mlp.fc1", "mlp.c_proj": "mlp.fc2"}
-TEXT_BLOCK = {"ln_1": "attn_norm", "attn.out_proj": "attn_out", "ln_2": "mlp_norm", "mlp.c_fc": "mlp.0",
-              "mlp.c_proj": "mlp.2"}
-TEXT = r"(?:text\.)?"  # CLIP's text entries are at the top level, CustomTextCLIP's (SigLIP's) under text.
-RULES = [
-    (re.compile(r"visual\.trunk\.(.+)"), rename("image_tower.trunk.{0}")),  # timm's own names, as our trunk's
-    (re.compile(r"visual\.class_embedding"), rename("image_tower.trunk.cls_token", lambda v: v.view(1, 1, -1))),
-    (re.compile(r"visual\.positional_embedding"), rename("image_tower.trunk.pos_embed", lambda v: v.unsqueeze(0))),
-    (re.compile(r"visual\.conv1\.weight"), rename("image_tower.trunk.patch_embed.proj.weight")),
-    (re.compile(r"visual\.ln_pre\.(weight|bias)"), rename("image_tower.trunk.norm_pre.{0}")),
-    (re.compile(r"visual\.ln_post\.(weight|bias)"), rename("image_tower.trunk.norm.{0}")),
-    (re.compile(r"visual\.proj"), rename("image_tower.projection.weight", transpose)),
-    *((re.compile(rf"visual\.transformer\.resblocks\.(\d+)\.{re.escape(ours)}[._](weight|bias)"),
-       rename(f"image_tower.trunk.blocks.{{0}}.{theirs}.{{1}}"))
-      for ours, theirs in VISION_BLOCK.items()),
-    (re.compile(rf"{TEXT}transformer\.resblocks\.(\d+)\.attn\.in_proj_(weight|bias)"), _text_attention),
-    *((re.compile(rf"{TEXT}transformer\.resblocks\.(\d+)\.{re.escape(ours)}\.(weight|bias)"),
-       rename(f"text_tower.blocks.{{0}}.{theirs}.{{1}}"))
-      for ours, theirs in TEXT_BLOCK.items()),
-    (re.compile(rf"{TEXT}token_embedding\.weight"), rename("text_tower.token_embedding.weight")),
-    (re.compile(rf"{TEXT}positional_embedding"), rename("text_tower.positional_embedding")),
-    (re.compile(rf"{TEXT}ln_final\.(weight|bias)"), rename("text_tower.final_norm.{0}")),
-    (re.compile(rf"{TEXT}text_projection"), rename("text_tower.projection.weight", transpose)),  # x @ P
-    (re.compile(rf"{TEXT}text_projection\.(weight|bias)"), rename("text_tower.projection.{0}")),  # nn.Linear
-    (re.compile(r"logit_scale"), rename("loss.logit_scale")),
-    (re.compile(r"logit_bias"), rename("loss.logit_bias")),
-]
+def _native_vision(model: ModelConfig) -> dict[str, Any]:
+    """OpenCLIP's own ViT; its activation is the text tower's, as OpenCLIP's quick_gelu sets both."""
+    shape = vit_shape(model, CLIP_VIT, "OpenCLIP's projected image tower")
+    if shape.act_layer != model.text.activation:
+        raise FormatError(f"the image tower's activation is {shape.act_layer} and model.text.activation="
+                          f"{model.text.activation}: OpenCLIP's quick_gelu sets both towers' (GELU or QuickGELU)")
+    return {"image_size": model.image.image_size, "layers": shape.depth, "width": shape.embed_dim,
+            "head_width": shape.embed_dim // shape.num_heads, "patch_size": shape.patch_size,
+            "mlp_ratio": shape.mlp_ratio}
+
+
+def _timm_vision(model: ModelConfig) -> dict[str, Any]:
+    """A timm trunk as OpenCLIP's TimmModel builds it for timm_proj "none": from its name and timm_pool alone
+    (timm's default image size), its pooled output the embedding."""
+    image = model.image
+    with torch.device("meta"):
+        ours = ImageTower(image, model.embed_dim).trunk
+        pool = _pooling(ours)
+        theirs = timm.create_model(image.timm_name, pretrained=False, num_classes=0, global_pool=pool)
+    difference = first_difference(ours, theirs, "OpenCLIP's")
+    if difference:
+        raise FormatError(f"model.image.timm_name={image.timm_name} with model.image.projection=false: OpenCLIP "
+                          f"builds that timm trunk from its name and timm_pool={pool!r} alone, at timm's image size, "
+                          f"not as this model's (kwargs {dict(image.kwargs)}, image_size {image.image_size}): "
+                          f"{difference}")
+    return {"image_size": image.image_size, "timm_model_name": image.timm_name, "timm_model_pretrained": False,
+            "timm_pool": pool, "timm_proj": "none"}
+
+
+def _pooling(trunk: nn.Module) -> str:
+    """The global_pool a timm model was built with: a ViT's setting, or the type of its (or its head's) pool."""
+    for pool in (getattr(trunk, "global_pool", None), getattr(getattr(trunk, "head", None), "global_pool", None)):
+        if pool is not None:
+            return pool if isinstance(pool, str) else pool.pool_type
+    return "avg"  # OpenCLIP's default timm_pool
+
+
+def _export_text(text: TextTowerConfig, vocab_size: int, eos_id: int) -> dict[str, Any]:
+    if text.pool not in POOL_TYPES:
+        raise FormatError(f"model.text.pool={text.pool}: OpenCLIP's text pooling is first, last, argmax or eos "
+                          "(ours: last, argmax, eot)")
+    if not text.causal and text.mask_pad_keys:
+        raise FormatError("model.text.mask_pad_keys=true with model.text.causal=false: OpenCLIP's bidirectional "
+                          "text tower attends to the pads (TextTransformer's use_pad_mask is no text_cfg key)")
+    if text.activation not in ("gelu", "quick_gelu"):
+        raise FormatError(f"model.text.activation={text.activation}: OpenCLIP's text tower has GELU or QuickGELU "
+                          "(quick_gelu); the tanh approximation needs act_kwargs, which the import does not read")
+    return {"context_length": text.context_length, "vocab_size": vocab_size, "width": text.width,
+            "heads": text.heads, "layers": text.depth, "mlp_ratio": text.mlp_ratio, "no_causal_mask": not text.causal,
+            "proj_bias": text.projection_bias, "pool_type": POOL_TYPES[text.pool],
+            **({"eos_id": eos_id} if text.pool == "eot" else {}), "norm_kwargs": {"eps": text.norm_eps}}
+
+
+def export_state_dict(state: Mapping[str, torch.Tensor], cfg: Config) -> dict[str, torch.Tensor]:
+    """Our model's entries (export_config's model) -> OpenCLIP's."""
+    custom_text = exported_loss(cfg) == "siglip"
+    entries = [*(NATIVE_VISION if cfg.model.image.projection else TIMM_VISION),
+               *_text_entries("text." if custom_text else "", (cfg.model.text.projection_bias,)), *LOSS]
+    return mapped(as_peers_compute(state, cfg), export_rules(entries), "this model", EXPORT_HINT, "OpenCLIP's")
+
+
+# What the exports share with contrastive/hf_format.py.
+EXPORT_HINT = "the export maps the tensors of the towers and loss its config describes"
+EXPORTED_LOSSES = ("clip", "siglip")
+
+
+def exported_loss(cfg: Config) -> str:
+    """clip or siglip: the peers' models score embeddings with one or the other."""
+    name = cfg.loss["name"]
+    if losses.get(name).tower_outputs != ("embedding", "embedding"):
+        raise FormatError(f"loss {name} scores the image tower's mixture tokens (Llip's): neither OpenCLIP nor "
+                          "transformers has a model for them")
+    if name not in EXPORTED_LOSSES:
+        raise FormatError(f"loss {name}: OpenCLIP's and transformers' models score as loss clip or siglip")
+    return name
+
+
+def as_peers_compute(state: Mapping[str, torch.Tensor], cfg: Config) -> dict[str, torch.Tensor]:
+    """Our tensors as the peers compute with them: the logit scale at most what our loss clamps it to (the peers'
+    forward does not clamp), and a zero key bias in each text block without one (their attention has one)."""
+    out = dict(state)
+    loss = losses.build(cfg.loss["name"], **{k: v for k, v in cfg.loss.items() if k != "name"})
+    out["loss.logit_scale"] = state["loss.logit_scale"].clamp(max=math.log(loss.objective.max_scale))
+    for block in range(cfg.model.text.depth):
+        key, query = f"text_tower.blocks.{block}.k_bias", state[f"text_tower.blocks.{block}.q_bias"]
+        out.setdefault(key, torch.zeros_like(query))
+    return out
+
+
+def mlp_ratio(hidden: int, width: int) -> float:
+    """hidden / width, nudged up where int(width * ratio) (how timm, OpenCLIP and our text tower size the MLP)
+    would round it down a unit."""
+    ratio = hidden / width
+    return ratio if int(width * ratio) == hidden else math.nextafter(ratio, math.inf)
+
+
+@dataclass(frozen=True)
+class ViTShape:
+    """A timm ViT's shape as timm.create_model's kwargs, and its LayerNorms' epsilon."""
+    patch_size: int
+    embed_dim: int
+    depth: int
+    num_heads: int
+    mlp_ratio: float
+    act_layer: str
+    norm_eps: float
+
+    def kwargs(self) -> dict[str, Any]:
+        return {key: value for key, value in asdict(self).items() if key != "norm_eps"}
+
+
+# What each ViT layout a peer has is, apart from the shape.
+LAYOUTS = {CLIP_VIT: "a class token, a LayerNorm before the blocks, the class token pooled",
+           SIGLIP_VIT: "no class token, pooled with a MAP head"}
+
+
+def vit_shape(model: ModelConfig, layout: str, tower: str) -> ViTShape:
+    """The shape of our image tower's ViT, which must be timm's `layout` model (CLIP_VIT or SIGLIP_VIT) in that
+    shape, as the peer's image tower (`tower`, for messages) is: anything else is a FormatError naming the first
+    difference."""
+    image = model.image
+    with torch.device("meta"):
+        trunk = ImageTower(image, model.embed_dim).trunk
+        if not isinstance(trunk, VisionTransformer) or not isinstance(trunk.blocks[0].mlp, Mlp):
+            raise FormatError(f"model.image.timm_name={image.timm_name}: {tower} is a ViT only (timm's "
+                              "VisionTransformer with Mlp blocks)")
+        block = trunk.blocks[0]
+        activation = _activation(block.mlp.act)
+        if activation is None:
+            raise FormatError(f"model.image.timm_name={image.timm_name}: its activation {block.mlp.act} is none of "
+                              "GELU, tanh GELU, QuickGELU")
+        shape = ViTShape(trunk.patch_embed.patch_size[0], trunk.embed_dim, len(trunk.blocks), block.attn.num_heads,
+                         mlp_ratio(block.mlp.fc1.out_features, trunk.embed_dim), activation, trunk.norm.eps)
+        reference = ImageTower(replace(image, timm_name=layout, kwargs=shape.kwargs()), model.embed_dim).trunk
+    difference = first_difference(trunk, reference, f"timm's {layout}")
+    if difference:
+        raise FormatError(f"{tower} is timm's {layout} in some shape ({LAYOUTS[layout]}); this model's "
+                          f"(model.image.timm_name={image.timm_name}) is not: {difference}")
+    return shape
+
+
+TIMM_ACTIVATIONS = {GELU: "gelu", GELUTanh: "gelu_tanh", QuickGELU: "quick_gelu"}
+NO_OPS_IN_EVAL = (nn.Identity, nn.Dropout, DropPath, PatchDropout)
+VIT_SETTINGS = ("global_pool", "num_prefix_tokens", "no_embed_class", "pool_include_prefix")
+
+
+def _activation(module: nn.Module) -> str | None:
+    """Our (and timm's) name for the function an activation module computes."""
+    if isinstance(module, nn.GELU):
+        return {"none": "gelu", "tanh": "gelu_tanh"}[module.approximate]
+    return TIMM_ACTIVATIONS.get(type(module))
+
+
+def _layout(model: nn.Module) -> list[str]:
+    """What a timm model computes in eval, a line each: its pooling settings, its tensors' shapes, each module's kind
+    and settings (an activation as its function, dropout as nothing)."""
+    settings = [f"{key}={getattr(model, key)!r}" for key in VIT_SETTINGS if hasattr(model, key)]
+    tensors = [f"{name} {list(value.shape)}" for name, value in model.state_dict().items()]
+    kinds = [f"{name or 'the model'}: " + ("nothing" if isinstance(module, NO_OPS_IN_EVAL) else
+                                           _activation(module) or f"{type(module).__name__}({module.extra_repr()})")
+             for name, module in model.named_modules()]
+    return settings + tensors + kinds
+
+
+def first_difference(ours: nn.Module, theirs: nn.Module, whose: str) -> str | None:
+    """None where two timm models compute the same in eval (for the same tensors), else the first difference."""
+    mine, other = _layout(ours), _layout(theirs)
+    for tag, i1, i2, j1, j2 in SequenceMatcher(None, mine, other, autojunk=False).get_opcodes():
+        if tag != "equal":
+            return (f"it has {mine[i1] if i1 < i2 else 'nothing'} where {whose} has "
+                    f"{other[j1] if j1 < j2 else 'nothing'}")
+    return None

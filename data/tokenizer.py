@@ -141,6 +141,11 @@ class Tokenizer:
             raise FileNotFoundError(f"tokenizer file {path} does not exist")
         return cls(path.read_text(encoding="utf-8"), context_length, source=str(path), **options)
 
+    @property
+    def json(self) -> str:
+        """The tokenizers file as the rows use it (with the pad token, where one was appended)."""
+        return self._json
+
     def __reduce__(self):
         return Tokenizer, (self._json, self.context_length, self.source, self.clean, self.start_token, self.pad_id)
 
