@@ -25,6 +25,7 @@ from contrastive.checkpoint import Checkpointer, load_checkpoint
 from contrastive.config import Config, to_yaml
 from contrastive.errors import CheckpointError, FormatError
 from contrastive.importing import SAVED_CONFIG
+from contrastive.peer_models import exported_loss
 from contrastive.evaluate import LoadedRun, checkpoints_to_evaluate, run_of
 from contrastive.peer_tokenizers import PeerTokenizer, peer_tokenizer_files
 from data.atomic import atomic_directory, atomic_write_text
@@ -38,7 +39,7 @@ def export_model(source: Path, target: Target, out: Path, step: Optional[int] = 
         raise FormatError(f"{out} exists and is not empty: export into a new folder")
     run_dir, checkpoint = _checkpoint(source, step)
     run = run_of(run_dir, checkpoint, [])
-    family = openclip_format.exported_loss(run.cfg)  # refuses what no peer model scores (Llip's mixture tokens)
+    family = exported_loss(run.cfg)  # refuses what no peer model scores (Llip's mixture tokens)
     tokenizer = peer_tokenizer_files(run.tokenizer, target, family)
     config_files, convert = EXPORTS[target](run, tokenizer)  # refuses what the target cannot carry
     state = convert(load_checkpoint(checkpoint)["model"])

@@ -32,10 +32,10 @@ import torch
 
 from contrastive.config import OPENAI_MEAN, OPENAI_STD, Config, ImageTowerConfig, ModelConfig, TextTowerConfig
 from contrastive.errors import FormatError
-from contrastive.openclip_format import (BATCHED, CLASS_TOKEN, CLIP_VIT, EXPORT_HINT, SIGLIP_VIT, Entry, ViTShape,
-                                         as_peers_compute, block_entries, export_rules, exported_loss,
-                                         import_rules, mapped, mlp_ratio, vit_shape)
-from contrastive.state_mapping import Rule, refuse_unknown
+from contrastive.peer_models import (CLIP_VIT, EXPORT_HINT, SIGLIP_VIT, ViTShape, as_peers_compute, exported_loss,
+                                     mlp_ratio, vit_shape)
+from contrastive.state_mapping import (BATCHED, CLASS_TOKEN, Entry, Rule, block_entries, export_rules, import_rules,
+                                       mapped, refuse_unknown)
 
 # PreTrainedConfig's own keys, which transformers 4 wrote into every sub-config: names, output and generation
 # settings, token ids. None of them changes the forward of these models.

@@ -31,25 +31,20 @@ tensor names of both directions come from one table of entries (Entry).
 from __future__ import annotations
 
 import copy
-import math
-import re
-from collections import defaultdict
-from dataclasses import asdict, dataclass, replace
-from difflib import SequenceMatcher
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any, Iterable, Mapping
 
 import timm
 import torch
-from timm.layers import DropPath, Mlp, PatchDropout
-from timm.layers.activations import GELU, GELUTanh, QuickGELU
-from timm.models import VisionTransformer
 from torch import nn
 
-import losses
 from contrastive.config import OPENAI_MEAN, OPENAI_STD, Config, ModelConfig, TextTowerConfig
 from contrastive.errors import FormatError
 from contrastive.image_tower import ImageTower
-from contrastive.state_mapping import Rule, map_state_dict, refuse_unknown, transpose
+from contrastive.peer_models import (CLIP_VIT, EXPORT_HINT, as_peers_compute, exported_loss, first_difference,
+                                     vit_shape)
+from contrastive.state_mapping import (BATCHED, CLASS_TOKEN, TRANSPOSED, Entry, block_entries, export_rules,
+                                       import_rules, mapped, refuse_unknown)
 
 HEAD_WIDTH = 64  # OpenCLIP's CLIPVisionCfg.head_width default: heads = width / 64
 # OpenCLIP's model_cfg keys this mapping expresses; any other is refused (it would change the model).
@@ -70,8 +65,6 @@ CLEAN = {"lower": "openclip", "canonicalize": "canonicalize"}
 HF_TOKENIZER_PADS = {"timm/ViT-B-16-SigLIP": 1}
 PREPROCESS_KEYS = {"mean", "std", "interpolation", "resize_mode"}
 RESIZE_MODES = {"shortest": "crop", "squash": "squash"}  # OpenCLIP's eval resize_mode -> our model.image.resize
-# The timm models the imports build for a peer's ViT, in its shape (their kwargs): OpenAI's CLIP layout, SigLIP's.
-CLIP_VIT, SIGLIP_VIT = "vit_base_patch16_clip_224", "vit_base_patch16_siglip_224"
 # "random" interpolation is for training: OpenCLIP's eval transform then resizes bicubic, as ours does.
 INTERPOLATIONS = ("bicubic", "random")
 # Pixels where preprocess_cfg does not say them: OpenCLIP's PreprocessCfg defaults fill a given preprocess_cfg;
@@ -248,81 +241,6 @@ def _token_rows(text: dict[str, Any]) -> tuple[list[str], int]:
 
 
 
-# Both directions of a state dict from one table. An entry names a tensor in the peer's state dict and in ours, as
-# templates whose {fields} match FIELDS; a PARTS field on one side only is several tensors there and one on the
-# other, the parts concatenated along the first dimension in PARTS' order and sizes (q, k, v as one qkv).
-PARTS = {"qkv_proj": {"q_proj": 1, "k_proj": 1, "v_proj": 1}, "qkv_bias": {"q_bias": 1, "k_bias": 1, "v_bias": 1},
-         "q_kv": {"q": 1, "kv": 2}}
-PART_FIELD = {part: field for field, parts in PARTS.items() for part in parts}
-FIELDS = {"block": r"\d+", "param": "weight|bias", "name": ".+", "qkv": "q|k|v",
-          **{field: "|".join(parts) for field, parts in PARTS.items()}}
-Transform = Callable[[torch.Tensor], torch.Tensor]
-Reshape = tuple[Transform, Transform]  # (theirs -> ours, ours -> theirs)
-TRANSPOSED: Reshape = (transpose, transpose)  # a projection stored as x @ P, ours as nn.Linear's weight
-BATCHED: Reshape = (lambda v: v.unsqueeze(0), lambda v: v.squeeze(0))  # timm's position embedding is [1, n, d]
-CLASS_TOKEN: Reshape = (lambda v: v.view(1, 1, -1), lambda v: v.view(-1))
-
-
-@dataclass(frozen=True)
-class Entry:
-    theirs: str
-    ours: str
-    reshape: Reshape | None = None
-
-
-def import_rules(entries: Iterable[Entry]) -> list[Rule]:
-    return [_rule(e.theirs, e.ours, e.reshape and e.reshape[0]) for e in entries]
-
-
-def export_rules(entries: Iterable[Entry]) -> list[Rule]:
-    return [_rule(e.ours, e.theirs, e.reshape and e.reshape[1]) for e in entries]
-
-
-def _rule(source: str, target: str, transform: Transform | None) -> Rule:
-    pieces = re.split(r"\{(\w+)\}", source)
-    names = pieces[1::2]
-    pattern = re.compile("".join(re.escape(p) if i % 2 == 0 else f"({FIELDS[p]})" for i, p in enumerate(pieces)))
-    split = next((f for f in re.findall(r"\{(\w+)\}", target) if f not in names), None)  # several tensors there
-    joined = next((f for f in names if f in PARTS and f"{{{f}}}" not in target), None)  # a part of one there
-
-    def convert(value: torch.Tensor, *groups: str) -> dict[str, torch.Tensor]:
-        fields = dict(zip(names, groups))
-        value = value if transform is None else transform(value)
-        if split is not None:
-            sizes = PARTS[split]
-            unit = value.shape[0] // sum(sizes.values())
-            chunks = value.split([unit * n for n in sizes.values()])
-            return {target.format(**fields, **{split: part}): chunk for part, chunk in zip(sizes, chunks)}
-        name = target.format(**fields)
-        return {f"{name}:{fields[joined]}" if joined else name: value}
-
-    return pattern, convert
-
-
-def mapped(state: Mapping[str, torch.Tensor], rules: Sequence[Rule], source: str, hint: str,
-           whose: str) -> dict[str, torch.Tensor]:
-    """`state` through the rules (map_state_dict), each "NAME:PART" they give concatenated into NAME."""
-    out: dict[str, torch.Tensor] = {}
-    parts: dict[str, dict[str, torch.Tensor]] = defaultdict(dict)
-    for name, value in map_state_dict(state, rules, source, hint).items():
-        target, _, part = name.partition(":")
-        if part:
-            parts[target][part] = value
-        else:
-            out[name] = value
-    for target, found in parts.items():
-        order = PARTS[PART_FIELD[next(iter(found))]]
-        missing = [part for part in order if part not in found]
-        if missing:
-            raise FormatError(f"{source} has no {' or '.join(missing)} for {whose} {target}")
-        out[target] = torch.cat([found[part] for part in order])
-    return out
-
-
-def block_entries(theirs: str, ours: str, names: Mapping[str, str]) -> list[Entry]:
-    return [Entry(f"{theirs}.{{block}}.{peer}", f"{ours}.{{block}}.{mine}") for peer, mine in names.items()]
-
-
 TIMM_VISION = [Entry("visual.trunk.{name}", "image_tower.trunk.{name}")]  # timm's own names, as our trunk's
 NATIVE_VISION = [
     Entry("visual.class_embedding", "image_tower.trunk.cls_token", CLASS_TOKEN),
@@ -448,116 +366,3 @@ def export_state_dict(state: Mapping[str, torch.Tensor], cfg: Config) -> dict[st
     entries = [*(NATIVE_VISION if cfg.model.image.projection else TIMM_VISION),
                *_text_entries("text." if custom_text else "", (cfg.model.text.projection_bias,)), *LOSS]
     return mapped(as_peers_compute(state, cfg), export_rules(entries), "this model", EXPORT_HINT, "OpenCLIP's")
-
-
-# What the exports share with contrastive/hf_format.py.
-EXPORT_HINT = "the export maps the tensors of the towers and loss its config describes"
-EXPORTED_LOSSES = ("clip", "siglip")
-
-
-def exported_loss(cfg: Config) -> str:
-    """clip or siglip: the peers' models score embeddings with one or the other."""
-    name = cfg.loss["name"]
-    if losses.get(name).tower_outputs != ("embedding", "embedding"):
-        raise FormatError(f"loss {name} scores the image tower's mixture tokens (Llip's): neither OpenCLIP nor "
-                          "transformers has a model for them")
-    if name not in EXPORTED_LOSSES:
-        raise FormatError(f"loss {name}: OpenCLIP's and transformers' models score as loss clip or siglip")
-    return name
-
-
-def as_peers_compute(state: Mapping[str, torch.Tensor], cfg: Config) -> dict[str, torch.Tensor]:
-    """Our tensors as the peers compute with them: the logit scale at most what our loss clamps it to (the peers'
-    forward does not clamp), and a zero key bias in each text block without one (their attention has one)."""
-    out = dict(state)
-    loss = losses.build(cfg.loss["name"], **{k: v for k, v in cfg.loss.items() if k != "name"})
-    out["loss.logit_scale"] = state["loss.logit_scale"].clamp(max=math.log(loss.objective.max_scale))
-    for block in range(cfg.model.text.depth):
-        key, query = f"text_tower.blocks.{block}.k_bias", state[f"text_tower.blocks.{block}.q_bias"]
-        out.setdefault(key, torch.zeros_like(query))
-    return out
-
-
-def mlp_ratio(hidden: int, width: int) -> float:
-    """hidden / width, nudged up where int(width * ratio) (how timm, OpenCLIP and our text tower size the MLP)
-    would round it down a unit."""
-    ratio = hidden / width
-    return ratio if int(width * ratio) == hidden else math.nextafter(ratio, math.inf)
-
-
-@dataclass(frozen=True)
-class ViTShape:
-    """A timm ViT's shape as timm.create_model's kwargs, and its LayerNorms' epsilon."""
-    patch_size: int
-    embed_dim: int
-    depth: int
-    num_heads: int
-    mlp_ratio: float
-    act_layer: str
-    norm_eps: float
-
-    def kwargs(self) -> dict[str, Any]:
-        return {key: value for key, value in asdict(self).items() if key != "norm_eps"}
-
-
-# What each ViT layout a peer has is, apart from the shape.
-LAYOUTS = {CLIP_VIT: "a class token, a LayerNorm before the blocks, the class token pooled",
-           SIGLIP_VIT: "no class token, pooled with a MAP head"}
-
-
-def vit_shape(model: ModelConfig, layout: str, tower: str) -> ViTShape:
-    """The shape of our image tower's ViT, which must be timm's `layout` model (CLIP_VIT or SIGLIP_VIT) in that
-    shape, as the peer's image tower (`tower`, for messages) is: anything else is a FormatError naming the first
-    difference."""
-    image = model.image
-    with torch.device("meta"):
-        trunk = ImageTower(image, model.embed_dim).trunk
-        if not isinstance(trunk, VisionTransformer) or not isinstance(trunk.blocks[0].mlp, Mlp):
-            raise FormatError(f"model.image.timm_name={image.timm_name}: {tower} is a ViT only (timm's "
-                              "VisionTransformer with Mlp blocks)")
-        block = trunk.blocks[0]
-        activation = _activation(block.mlp.act)
-        if activation is None:
-            raise FormatError(f"model.image.timm_name={image.timm_name}: its activation {block.mlp.act} is none of "
-                              "GELU, tanh GELU, QuickGELU")
-        shape = ViTShape(trunk.patch_embed.patch_size[0], trunk.embed_dim, len(trunk.blocks), block.attn.num_heads,
-                         mlp_ratio(block.mlp.fc1.out_features, trunk.embed_dim), activation, trunk.norm.eps)
-        reference = ImageTower(replace(image, timm_name=layout, kwargs=shape.kwargs()), model.embed_dim).trunk
-    difference = first_difference(trunk, reference, f"timm's {layout}")
-    if difference:
-        raise FormatError(f"{tower} is timm's {layout} in some shape ({LAYOUTS[layout]}); this model's "
-                          f"(model.image.timm_name={image.timm_name}) is not: {difference}")
-    return shape
-
-
-TIMM_ACTIVATIONS = {GELU: "gelu", GELUTanh: "gelu_tanh", QuickGELU: "quick_gelu"}
-NO_OPS_IN_EVAL = (nn.Identity, nn.Dropout, DropPath, PatchDropout)
-VIT_SETTINGS = ("global_pool", "num_prefix_tokens", "no_embed_class", "pool_include_prefix")
-
-
-def _activation(module: nn.Module) -> str | None:
-    """Our (and timm's) name for the function an activation module computes."""
-    if isinstance(module, nn.GELU):
-        return {"none": "gelu", "tanh": "gelu_tanh"}[module.approximate]
-    return TIMM_ACTIVATIONS.get(type(module))
-
-
-def _layout(model: nn.Module) -> list[str]:
-    """What a timm model computes in eval, a line each: its pooling settings, its tensors' shapes, each module's kind
-    and settings (an activation as its function, dropout as nothing)."""
-    settings = [f"{key}={getattr(model, key)!r}" for key in VIT_SETTINGS if hasattr(model, key)]
-    tensors = [f"{name} {list(value.shape)}" for name, value in model.state_dict().items()]
-    kinds = [f"{name or 'the model'}: " + ("nothing" if isinstance(module, NO_OPS_IN_EVAL) else
-                                           _activation(module) or f"{type(module).__name__}({module.extra_repr()})")
-             for name, module in model.named_modules()]
-    return settings + tensors + kinds
-
-
-def first_difference(ours: nn.Module, theirs: nn.Module, whose: str) -> str | None:
-    """None where two timm models compute the same in eval (for the same tensors), else the first difference."""
-    mine, other = _layout(ours), _layout(theirs)
-    for tag, i1, i2, j1, j2 in SequenceMatcher(None, mine, other, autojunk=False).get_opcodes():
-        if tag != "equal":
-            return (f"it has {mine[i1] if i1 < i2 else 'nothing'} where {whose} has "
-                    f"{other[j1] if j1 < j2 else 'nothing'}")
-    return None
