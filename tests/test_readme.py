@@ -50,6 +50,7 @@ LINES: dict[str, tuple[str, list[str]]] = {
     "contrastive eval runs/demo --all eval.zeroshot.imagenet=/data/imagenet/val": (RUN, []),
     "contrastive import ViT-B-32-openai/ runs/openai-b32": (RUN, []),
     "contrastive eval runs/openai-b32 eval.zeroshot.imagenet=/data/imagenet/val": (RUN, []),
+    "contrastive export runs/demo --format hf demo-hf/": (RUN, []),
     "contrastive submit train -c demo --sweep loss.name=clip,siglip,llip": (RUN, [*TINY_STEPS, "--local", "--wait"]),
     "contrastive report runs/sweep-*/": (RUN, []),
 }

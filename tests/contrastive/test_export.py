@@ -5,6 +5,7 @@ and captions; importing an export gives back our weights bit for bit and our con
 exported back is the peer's own tensors. What a target cannot carry is refused before anything is written."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from contrastive.train import train  # noqa: E402
 from data.decode import square_pixels  # noqa: E402
 from tests.contrastive.command_line import run_command  # noqa: E402
 from tests.contrastive.test_import import CLIP_BPE, FAMILIES  # noqa: E402
+from tests.peers import TINY_CLIP  # noqa: E402
 from tests.contrastive.tiny_run import tiny_config  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -161,3 +163,18 @@ def test_a_peer_model_imported_and_exported_back_is_the_peers_own_tensors(family
     buffers = {k for k in original if k.endswith("position_ids")}  # transformers' index buffers, not weights
     assert original.keys() - buffers == exported.keys() - buffers
     assert [k for k in exported if k not in buffers and not torch.equal(exported[k], original[k])] == []
+
+
+def test_openclip_loads_an_export_by_architecture_name_and_weights_file(tmp_path):
+    """create_model_and_transforms(arch, pretrained=file), where an OpenCLIP architecture describes the model: an
+    imported OpenCLIP model exported back (here a tiny architecture registered with OpenCLIP the way its own are)."""
+    src = FAMILIES["openclip_clip"](tmp_path)[0]
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "tiny-clip-test.json").write_text(json.dumps({**TINY_CLIP, "quick_gelu": True}))
+    open_clip.add_model_config(tmp_path / "configs")
+    run_command(import_model, "import", str(src), str(tmp_path / "run"), "--tokenizer", str(CLIP_BPE))
+    run_command(export_model, "export", str(tmp_path / "run"), "--format", "open_clip", str(tmp_path / "out"))
+    model, _, _ = open_clip.create_model_and_transforms(
+        "tiny-clip-test", pretrained=str(tmp_path / "out" / "open_clip_model.safetensors"))
+    original = load_file(src / "open_clip_model.safetensors")
+    assert all(torch.equal(value, original[name]) for name, value in model.state_dict().items())
