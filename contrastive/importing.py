@@ -106,6 +106,10 @@ def read_source(src: Path, arch: Optional[str], quick_gelu: Optional[bool], toke
             raise FormatError(f"{src} is a Hugging Face folder, whose config.json says the architecture: "
                               "--arch and --quick-gelu are for OpenCLIP state dicts")
         return _hugging_face(src, tokenizer)
+    if src.is_dir() and not (src / OPENCLIP_CONFIG).is_file():
+        raise FormatError(f"{src} is neither an OpenCLIP folder ({OPENCLIP_CONFIG} with "
+                          f"{' or '.join(OPENCLIP_WEIGHTS)}) nor a Hugging Face one (config.json with "
+                          f"{' or '.join(HF_WEIGHTS)}); for a bare state dict pass its file with --arch")
     weights = _one_of(src, OPENCLIP_WEIGHTS) if src.is_dir() else src
     if arch is None:
         if not (folder / OPENCLIP_CONFIG).is_file():

@@ -335,3 +335,10 @@ def test_training_does_not_resume_an_imported_run(imported_tiny_clip):
     with pytest.raises(CheckpointError, match=r"holds an imported model \(OpenCLIP .*\), weights without training "
                                               r"state: evaluate it, or train in a new run dir"):
         train(load_config(None, [f"run_dir={imported_tiny_clip}", "train.device=cpu"]))
+
+
+def test_a_folder_of_neither_layout_says_both(tmp_path):
+    (tmp_path / "downloads").mkdir()
+    with pytest.raises(FormatError, match=r"downloads is neither an OpenCLIP folder \(open_clip_config.json with "
+                                          r"open_clip_model.safetensors or .*\) nor a Hugging Face one"):
+        run_command(import_model, "import", str(tmp_path / "downloads"), str(tmp_path / "run"))
