@@ -71,6 +71,8 @@ class ImageTowerConfig:
     resize: str = choice("crop", "crop", "squash")  # shorter side + centre crop (CLIP); whole image squashed (SigLIP)
     # false: the model's pooled output is the embedding, no projection (SigLIP's MAP head); its width is embed_dim
     projection: bool = True
+    init_from: Optional[str] = None  # a run dir or checkpoint whose image tower this run starts from
+    frozen: bool = False  # locked (LiT): eval mode, no gradient, not in the optimizer
 
 
 @dataclass
@@ -93,6 +95,8 @@ class TextTowerConfig:
     # trains on rounding noise alone, so towers trained here have none; imported ones keep the peer's, so that an
     # export gives back the tensors imported.
     key_bias: bool = False
+    init_from: Optional[str] = None  # a run dir or checkpoint whose text tower this run starts from
+    frozen: bool = False  # locked: eval mode, no gradient, not in the optimizer
     # How the tokenizer makes rows of ids (data/tokenizer.py): the text cleaning before tokenizing (clip: HTML
     # entities, whitespace, lower case; openclip: ftfy first, as OpenCLIP's CLIP; canonicalize: SigLIP's, also
     # punctuation stripped; canonicalize_hf: transformers' SiglipTokenizer's, without ftfy and HTML entities; none: the
@@ -107,6 +111,9 @@ class TextTowerConfig:
 @dataclass
 class ModelConfig:
     embed_dim: int = at_least(512, 1)
+    # a run dir (its latest checkpoint) or checkpoint file this run's weights start from: both towers and the loss's
+    # scale and bias; the optimizer, schedule, step and data start fresh (contrastive/init_from.py)
+    init_from: Optional[str] = None
     image: ImageTowerConfig = field(default_factory=ImageTowerConfig)
     text: TextTowerConfig = field(default_factory=TextTowerConfig)
 

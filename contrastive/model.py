@@ -27,16 +27,34 @@ class ContrastiveModel(nn.Module):
         self.text_tower = text_tower
         self.loss = loss
         self.image_size = image_tower.image_size
+        self.image_frozen = self.text_frozen = False
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 images [B, 3, H, W] and token ids [B, L] -> (image repr, text repr) as the loss consumes them."""
-        return self.image_tower(images), self.text_tower(tokens)
+        return self.encode_image(images), self.encode_text(tokens)
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
-        return self.image_tower(images)
+        with torch.no_grad() if self.image_frozen else contextlib.nullcontext():
+            return self.image_tower(images)
 
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.text_tower(tokens)
+        with torch.no_grad() if self.text_frozen else contextlib.nullcontext():
+            return self.text_tower(tokens)
+
+    def freeze(self, image: bool, text: bool) -> None:
+        """Lock towers (LiT): no gradient (so no backward through them, and the optimizer leaves them out), and eval
+        mode whatever mode the model is set to (no dropout, no patch dropout)."""
+        self.image_frozen, self.text_frozen = image, text
+        for tower, frozen in ((self.image_tower, image), (self.text_tower, text)):
+            tower.requires_grad_(not frozen)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> "ContrastiveModel":
+        super().train(mode)
+        for tower, frozen in ((self.image_tower, self.image_frozen), (self.text_tower, self.text_frozen)):
+            if frozen:
+                tower.eval()
+        return self
 
     def logits(self, image_repr: torch.Tensor, text_repr: torch.Tensor) -> torch.Tensor:
         return self.loss.logits(image_repr, text_repr)
@@ -68,7 +86,9 @@ def build_model(model_cfg: ModelConfig, loss_cfg: dict[str, Any], vocab_size: in
     widths = dict(image_dim=image_tower.width, text_dim=model_cfg.text.width, embed_dim=model_cfg.embed_dim)
     with _refusals_name("loss"):
         loss = losses.build(name, **arguments, **{key: widths[key] for key in losses.supplied(name)})
-    return ContrastiveModel(image_tower, text_tower, loss)
+    model = ContrastiveModel(image_tower, text_tower, loss)
+    model.freeze(image=model_cfg.image.frozen, text=model_cfg.text.frozen)
+    return model
 
 
 @contextlib.contextmanager

@@ -19,9 +19,11 @@ from typing import Iterator
 
 import torch
 
+from contrastive.checkpoint import Checkpointer
 from contrastive.config import Config, ConfigError
 from contrastive.evaluate import build_tasks, configured_tasks
 from contrastive.flags import PATH_CHECK_OPT_OUT
+from contrastive.init_from import init_sources, initial_weights
 from contrastive.model import build_model
 from contrastive.sharding import check_strategy
 from contrastive.text_tower import text_tokenizer
@@ -49,9 +51,11 @@ def preflight(cfg: Config, world_size: int, check_paths: bool = True) -> list[st
     check_strategy(cfg.train.strategy, cfg.train.accum_steps, world_size)
     tokenizer = run_tokenizer(cfg) if check_paths else None
     with torch.device("meta"):
-        build_model(cfg.model, cfg.loss, vocab_size=tokenizer.vocab_size if tokenizer else UNCHECKED_VOCAB,
-                    pad_id=tokenizer.pad_id if tokenizer else 0)
-    if check_paths:
+        model = build_model(cfg.model, cfg.loss, vocab_size=tokenizer.vocab_size if tokenizer else UNCHECKED_VOCAB,
+                            pad_id=tokenizer.pad_id if tokenizer else 0)
+    init_sources(cfg)
+    if check_paths and Checkpointer(cfg.run_dir).latest() is None:  # a resumed run's weights are its checkpoint's
+        initial_weights(cfg, model, mmap=True)  # every tensor checked against this run's architecture
         with _path_refusals_name("data.shards"):
             train_loader(cfg, tokenizer, rank=0, world_size=world_size)
         check_eval_datasets(cfg)

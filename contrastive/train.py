@@ -21,6 +21,7 @@ from contrastive.evaluate import (LoadedRun, TaskSpecs, evaluate_model, has_eval
 from contrastive.logger import EARLY_LINES, TrainLogger, merge_counts, start_banner
 from contrastive.model import ContrastiveModel, build_model
 from contrastive.optim import build_optimizer
+from contrastive.init_from import initial_weights
 from contrastive.preflight import preflight, run_tokenizer, train_loader
 from contrastive.rng import rng_state, set_rng_state
 from contrastive.schedule import lr_at
@@ -54,7 +55,8 @@ def train(cfg: Config, allow_config_change: bool = False, check_paths: bool = Tr
         imported_from = load_checkpoint(resume_from, mmap=True).get("imported_from")
         if imported_from is not None:
             raise CheckpointError(f"{run_dir} holds an imported model ({imported_from}), weights without training "
-                                  "state: evaluate it, or train in a new run dir; training does not resume from it")
+                                  f"state: training does not resume from it; start a new run dir from it with "
+                                  f"model.init_from={run_dir}")
         check_resume_config(run_dir, cfg, allow_config_change)
     warnings = preflight(cfg, env.world_size, check_paths)  # before the run dir exists: a refused config leaves nothing
     if env.is_main:
@@ -68,7 +70,10 @@ def train(cfg: Config, allow_config_change: bool = False, check_paths: bool = Tr
 
     tokenizer = run_tokenizer(cfg)
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
-    model = build_model(cfg.model, cfg.loss, vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id).to(env.device)
+    model = build_model(cfg.model, cfg.loss, vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id)
+    if resume_from is None:  # a resumed run's weights are its checkpoint's
+        model.load_state_dict(initial_weights(cfg, model), strict=False)  # the keys were checked: only these
+    model = model.to(env.device)
     if cfg.train.grad_checkpointing:
         model.set_grad_checkpointing(True)
     if cfg.train.compile:

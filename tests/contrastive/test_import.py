@@ -333,7 +333,8 @@ def test_an_imported_run_is_submitted_for_evaluation_and_reported_like_a_trained
 
 def test_training_does_not_resume_an_imported_run(imported_tiny_clip):
     with pytest.raises(CheckpointError, match=r"holds an imported model \(OpenCLIP .*\), weights without training "
-                                              r"state: evaluate it, or train in a new run dir"):
+                                              r"state: training does not resume from it; start a new run dir from "
+                                              r"it with model.init_from="):
         train(load_config(None, [f"run_dir={imported_tiny_clip}", "train.device=cpu"]))
 
 

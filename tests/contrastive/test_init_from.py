@@ -1,0 +1,109 @@
+"""model.init_from and the towers' init_from start a new run from weights trained elsewhere (fresh optimizer, step and
+data); model.{image,text}.frozen locks a tower: bit-identical after training, in eval mode, out of the optimizer."""
+from pathlib import Path
+
+import pytest
+import torch
+
+from contrastive.checkpoint import load_checkpoint
+from contrastive.config import ConfigError, load_config
+from contrastive.model import build_model
+from contrastive.train import train
+from tests.contrastive.tiny_run import TINY_MODEL, tiny_config
+
+
+def weights(run_dir: Path, step: int) -> dict[str, torch.Tensor]:
+    return load_checkpoint(run_dir / "checkpoints" / f"step_{step:06d}.pt")["model"]
+
+
+def tower(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory) -> Path:
+    """A run trained 2 steps: the weights the others start from."""
+    root = tmp_path_factory.mktemp("source")
+    cfg = tiny_config(root, "train.steps=2")
+    assert train(cfg).finished
+    return Path(cfg.run_dir)
+
+
+def test_a_run_starts_from_the_whole_model_with_a_fresh_step_counter(source, tmp_path):
+    cfg = tiny_config(tmp_path, f"model.init_from={source}", "optim.lr=0", "train.steps=2", "optim.weight_decay=0")
+    assert train(cfg).finished
+    started = weights(Path(cfg.run_dir), 2)  # lr 0: what it started from
+    assert same(started, weights(source, 2))
+    assert load_checkpoint(Path(cfg.run_dir) / "checkpoints" / "step_000002.pt")["step"] == 2
+
+
+def test_one_tower_from_a_run_and_the_other_as_the_seed_makes_it(source, tmp_path):
+    fresh_cfg = tiny_config(tmp_path / "fresh", "optim.lr=0", "train.steps=2")
+    cfg = tiny_config(tmp_path / "lit", f"model.image.init_from={source}", "optim.lr=0", "train.steps=2")
+    assert train(fresh_cfg).finished and train(cfg).finished
+    started, fresh = weights(Path(cfg.run_dir), 2), weights(Path(fresh_cfg.run_dir), 2)
+    assert same(tower(started, "image_tower."), tower(weights(source, 2), "image_tower."))
+    assert same(tower(started, "text_tower."), tower(fresh, "text_tower."))
+
+
+def test_a_frozen_image_tower_is_bit_identical_after_training_and_the_text_tower_learns(source, tmp_path):
+    cfg = tiny_config(tmp_path, f"model.image.init_from={source}", "model.image.frozen=true", "train.steps=4")
+    assert train(cfg).finished
+    trained = weights(Path(cfg.run_dir), 4)
+    assert same(tower(trained, "image_tower."), tower(weights(source, 2), "image_tower."))
+    text_before = tower(weights(Path(cfg.run_dir), 2), "text_tower.")
+    assert not same(tower(trained, "text_tower."), text_before)
+    state = load_checkpoint(Path(cfg.run_dir) / "checkpoints" / "step_000004.pt")
+    optimized = sum(len(group["params"]) for group in state["optimizer"]["param_groups"])
+    assert optimized == len([k for k in trained if not k.startswith("image_tower.")])
+
+
+def test_a_frozen_tower_stays_in_eval_mode_and_gets_no_gradient():
+    cfg = load_config(None, [*TINY_MODEL, "model.text.frozen=true"])
+    model = build_model(cfg.model, cfg.loss, vocab_size=40, pad_id=0).train()
+    assert model.image_tower.training and not model.text_tower.training
+    images, tokens = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8), torch.randint(1, 40, (2, 12))
+    out = model.loss(*model(images, tokens))
+    out["loss"].backward()
+    assert all(p.grad is None for p in model.text_tower.parameters())
+    assert all(p.grad is not None for p in model.image_tower.parameters() if p.requires_grad)
+
+
+def test_a_source_of_another_architecture_is_refused_naming_the_tensors_before_the_run_dir_exists(source, tmp_path):
+    cfg = tiny_config(tmp_path, f"model.init_from={source}", "model.text.width=48")
+    with pytest.raises(ConfigError, match=r"model.init_from=.* does not fit this run's architecture: shapes differ: "
+                                          r"text_tower\.\S+ \[\d+.*\(this run: \[.*48"):
+        train(cfg)
+    assert not Path(cfg.run_dir).exists()
+
+
+def test_the_whole_model_and_a_tower_from_two_sources_is_refused(source, tmp_path):
+    cfg = tiny_config(tmp_path, f"model.init_from={source}", f"model.text.init_from={source}")
+    with pytest.raises(ConfigError, match="model.init_from and model.text.init_from both say where weights come from"):
+        train(cfg)
+
+
+def test_a_run_fine_tunes_an_imported_model_with_the_imported_config_and_tokenizer(tmp_path):
+    open_clip = pytest.importorskip("open_clip")
+    from contrastive.commands import import_model
+    from tests.contrastive.command_line import run_command
+    from tests.contrastive.test_import import CLIP_BPE
+    from tests.peers import TINY_CLIP, write_openclip_folder
+
+    torch.manual_seed(0)
+    src = write_openclip_folder(tmp_path / "openclip", open_clip.model.CLIP(**TINY_CLIP), TINY_CLIP)
+    imported = tmp_path / "imported"
+    run_command(import_model, "import", str(src), str(imported), "--tokenizer", str(CLIP_BPE))
+    data = tiny_config(tmp_path / "data")  # its shards
+    cfg = load_config(str(imported / "config.yaml"), [
+        f"run_dir={tmp_path / 'tuned'}", f"model.init_from={imported}", f"data.tokenizer={imported / 'tokenizer.json'}",
+        *[f"data.{key}={value}" for key, value in (("shards", data.data.shards[0]), ("workers", 0),
+                                                   ("shuffle_buffer", 16))],
+        "train.batch_size=8", "train.steps=2", "train.precision=fp32", "train.checkpoint_every=2", "optim.lr=0",
+        "optim.weight_decay=0", "optim.warmup_steps=1"])
+    assert train(cfg).finished
+    assert same(weights(tmp_path / "tuned", 2), weights(imported, 0))
