@@ -96,6 +96,9 @@ class TextTowerConfig:
     # export gives back the tensors imported.
     key_bias: bool = False
     init_from: Optional[str] = None  # a run dir or checkpoint whose text tower this run starts from
+    # a longer context than the init_from source's: long_clip keeps its first 20 positions and stretches the rest
+    # (Long-CLIP), interpolate stretches all of them
+    position_stretch: str = choice("long_clip", "long_clip", "interpolate")
     frozen: bool = False  # locked: eval mode, no gradient, not in the optimizer
     # How the tokenizer makes rows of ids (data/tokenizer.py): the text cleaning before tokenizing (clip: HTML
     # entities, whitespace, lower case; openclip: ftfy first, as OpenCLIP's CLIP; canonicalize: SigLIP's, also

@@ -107,3 +107,49 @@ def test_a_run_fine_tunes_an_imported_model_with_the_imported_config_and_tokeniz
         "optim.weight_decay=0", "optim.warmup_steps=1"])
     assert train(cfg).finished
     assert same(weights(tmp_path / "tuned", 2), weights(imported, 0))
+
+
+def test_position_embeddings_are_resampled_to_another_image_size_and_a_longer_context(source, tmp_path):
+    """The source: 32 px (a 4 x 4 grid of 8 px patches) and 12 text positions; this run: 48 px (6 x 6) and 40."""
+    cfg = tiny_config(tmp_path, f"model.init_from={source}", "model.image.image_size=48",
+                      "model.text.context_length=40", "optim.lr=0", "train.steps=2")
+    assert train(cfg).finished
+    before, after = weights(source, 2), weights(Path(cfg.run_dir), 2)
+    image_before, image_after = before["image_tower.trunk.pos_embed"], after["image_tower.trunk.pos_embed"]
+    assert image_after.shape == (1, 1 + 36, 32) and torch.equal(image_after[:, 0], image_before[:, 0])  # class token
+    text_before, text_after = before["text_tower.positional_embedding"], after["text_tower.positional_embedding"]
+    assert text_after.shape == (40, 32) and torch.equal(text_after[0], text_before[0])
+    torch.testing.assert_close(text_after[::10][:4], text_before[::3], atol=1e-6, rtol=0)  # stretched 12 -> 40
+
+
+def test_long_clip_stretching_keeps_the_first_20_positions_and_interpolates_the_rest_by_4x():
+    from contrastive.init_from import stretch_positions
+
+    positions = torch.randn(77, 8)
+    stretched = stretch_positions(positions, 248, "long_clip")  # Long-CLIP's 77 -> 248
+    assert stretched.shape == (248, 8) and torch.equal(stretched[:20], positions[:20])
+    torch.testing.assert_close(stretched[20::4], positions[20:], atol=1e-6, rtol=0)  # every 4th: the originals
+    torch.testing.assert_close(stretched[21], (3 * positions[20] + positions[21]) / 4, atol=1e-6, rtol=0)
+    torch.testing.assert_close(stretched[-1], positions[-1] + 3 * (positions[-1] - positions[-2]) / 4, atol=1e-5,
+                               rtol=0)  # past the last original: its last step continued
+    plain = stretch_positions(positions, 154, "interpolate")
+    torch.testing.assert_close(plain[::2], positions, atol=1e-6, rtol=0)
+    assert torch.equal(stretch_positions(positions, 50, "long_clip"), positions[:50])
+
+
+def test_a_timm_checkpoint_file_initialises_the_image_trunk(tmp_path):
+    from safetensors.torch import save_file
+
+    from contrastive.image_tower import ImageTower
+
+    cfg = tiny_config(tmp_path, "optim.lr=0", "train.steps=2")
+    torch.manual_seed(5)
+    trunk = ImageTower(cfg.model.image, cfg.model.embed_dim).trunk
+    timm_state = {**trunk.state_dict(), "head.weight": torch.zeros(10, 32), "head.bias": torch.zeros(10)}
+    save_file(timm_state, tmp_path / "vit.safetensors")
+    cfg = tiny_config(tmp_path, f"model.image.init_from={tmp_path / 'vit.safetensors'}", "optim.lr=0",
+                      "train.steps=2", f"run_dir={tmp_path / 'from_timm'}")
+    assert train(cfg).finished
+    after = weights(tmp_path / "from_timm", 2)
+    expected = {f"image_tower.trunk.{name}": value for name, value in trunk.state_dict().items()}
+    assert same(tower(after, "image_tower.trunk."), expected)
