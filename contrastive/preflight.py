@@ -54,8 +54,9 @@ def preflight(cfg: Config, world_size: int, check_paths: bool = True) -> list[st
         model = build_model(cfg.model, cfg.loss, vocab_size=tokenizer.vocab_size if tokenizer else UNCHECKED_VOCAB,
                             pad_id=tokenizer.pad_id if tokenizer else 0)
     init_sources(cfg)
-    if check_paths and Checkpointer(cfg.run_dir).latest() is None:  # a resumed run's weights are its checkpoint's
-        initial_weights(cfg, model, mmap=True)  # every tensor checked against this run's architecture
+    if check_paths:
+        if Checkpointer(cfg.run_dir).latest() is None:  # a resumed run's weights are its checkpoint's
+            initial_weights(cfg, model, mmap=True)  # every tensor checked against this run's architecture
         with _path_refusals_name("data.shards"):
             train_loader(cfg, tokenizer, rank=0, world_size=world_size)
         check_eval_datasets(cfg)

@@ -153,3 +153,12 @@ def test_a_timm_checkpoint_file_initialises_the_image_trunk(tmp_path):
     after = weights(tmp_path / "from_timm", 2)
     expected = {f"image_tower.trunk.{name}": value for name, value in trunk.state_dict().items()}
     assert same(tower(after, "image_tower.trunk."), expected)
+
+
+def test_a_resumed_run_still_has_its_data_checked_before_it_starts(source):
+    """The init_from check is skipped on resume (the weights are the checkpoint's), the data paths are not."""
+    from contrastive.preflight import preflight
+
+    cfg = tiny_config(source.parent, "train.steps=4", "data.shards=/nonexistent/{0..1}.tar")
+    with pytest.raises(ConfigError, match="data.shards"):
+        preflight(cfg, world_size=1)
