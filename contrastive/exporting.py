@@ -24,18 +24,18 @@ from contrastive import hf_format, openclip_format
 from contrastive.checkpoint import Checkpointer, load_checkpoint
 from contrastive.config import Config, to_yaml
 from contrastive.errors import CheckpointError, FormatError
+from contrastive.evaluate import LoadedRun, checkpoints_to_evaluate, run_of
 from contrastive.importing import SAVED_CONFIG
 from contrastive.peer_models import exported_loss
-from contrastive.evaluate import LoadedRun, checkpoints_to_evaluate, run_of
 from contrastive.peer_tokenizers import PeerTokenizer, peer_tokenizer_files
-from data.atomic import atomic_directory, atomic_write_text
+from data.atomic import atomic_directory, atomic_write_text, is_free_folder
 
 Target = Literal["open_clip", "hf"]
 
 
 def export_model(source: Path, target: Target, out: Path, step: Optional[int] = None) -> Path:
     """Writes OUT; returns the checkpoint exported."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if not is_free_folder(out):
         raise FormatError(f"{out} exists and is not empty: export into a new folder")
     run_dir, checkpoint = _checkpoint(source, step)
     run = run_of(run_dir, checkpoint, [])

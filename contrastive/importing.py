@@ -31,7 +31,7 @@ from contrastive.errors import FormatError
 from contrastive.model import build_model
 from contrastive.state_mapping import check_shapes
 from contrastive.text_tower import text_tokenizer
-from data.atomic import atomic_directory, atomic_write_bytes
+from data.atomic import atomic_directory, atomic_write_bytes, is_free_folder
 from data.tokenizer import SIGLIP_SPIECE_CONVERSION, clip_bpe_tokenizer_json
 
 OPENCLIP_CONFIG = "open_clip_config.json"
@@ -64,7 +64,7 @@ class Imported:
 def import_model(src: Path, run_dir: Path, arch: Optional[str] = None, quick_gelu: Optional[bool] = None,
                  tokenizer: Optional[Path] = None) -> Config:
     """Read, translate, check, then write RUN_DIR at once (data.atomic.atomic_directory)."""
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+    if not is_free_folder(run_dir):
         raise FormatError(f"{run_dir} exists and is not empty: import into a new run dir")
     imported = read_source(src, arch, quick_gelu, tokenizer)
     if imported.saved is None:
@@ -119,9 +119,8 @@ def read_source(src: Path, arch: Optional[str], quick_gelu: Optional[bool], toke
         config_json = _read_json(folder / OPENCLIP_CONFIG)
         saved = config_json.pop(SAVED_CONFIG, None)
         if saved is not None:  # written by `contrastive export`: our own config
-            weights_state = openclip_format.convert_state_dict(_openclip_state(read_weights(weights)))
-            return Imported(f"OpenCLIP {weights} exported by contrastive", [], weights_state,
-                            _tokenizer_json(folder, tokenizer, openclip=True), saved)
+            return _read_weights_and_tokenizer(f"OpenCLIP {weights} exported by contrastive", [], weights, folder,
+                                               tokenizer, saved)
         model_cfg, preprocess_cfg = openclip_format.read_model_config(config_json)
         said = model_cfg.get("quick_gelu")
         if quick_gelu is not None and said is not None and said != quick_gelu:
@@ -142,8 +141,14 @@ def read_source(src: Path, arch: Optional[str], quick_gelu: Optional[bool], toke
                               "model that runs but scores worse")
         described = f"OpenCLIP {weights} as {arch}"
     overrides = openclip_format.config_overrides(model_cfg, quick_gelu, preprocess_cfg)
+    return _read_weights_and_tokenizer(described, overrides, weights, folder, tokenizer)
+
+
+def _read_weights_and_tokenizer(described: str, overrides: list[str], weights: Path, folder: Path,
+                                tokenizer: Optional[Path], saved: Optional[dict[str, Any]] = None) -> Imported:
+    """An OpenCLIP source's tensors under our names and its tokenizer, once its config is read."""
     state = openclip_format.convert_state_dict(_openclip_state(read_weights(weights)))
-    return Imported(described, overrides, state, _tokenizer_json(folder, tokenizer, openclip=True))
+    return Imported(described, overrides, state, _tokenizer_json(folder, tokenizer, openclip=True), saved)
 
 
 def _hugging_face(folder: Path, tokenizer: Optional[Path]) -> Imported:
@@ -151,15 +156,14 @@ def _hugging_face(folder: Path, tokenizer: Optional[Path]) -> Imported:
     if config.get("model_type") not in HF_MODEL_TYPES:
         raise FormatError(f"{folder / 'config.json'} is a {config.get('model_type')!r} model; this import reads "
                           f"Hugging Face {' and '.join(HF_MODEL_TYPES)} models")
-    saved = config.pop(SAVED_CONFIG, None)
-    if saved is not None:  # written by `contrastive export` (and kept by transformers' save_pretrained)
-        state = hf_format.convert_state_dict(read_weights(_one_of(folder, HF_WEIGHTS)), config)
-        return Imported(f"Hugging Face {config['model_type']} {folder} exported by contrastive", [], state,
-                        _tokenizer_json(folder, tokenizer, openclip=False), saved)
-    preprocessor = folder / "preprocessor_config.json"
-    overrides = hf_format.config_overrides(config, _read_json(preprocessor) if preprocessor.is_file() else None)
+    saved = config.pop(SAVED_CONFIG, None)  # written by `contrastive export` (and kept by save_pretrained)
     state = hf_format.convert_state_dict(read_weights(_one_of(folder, HF_WEIGHTS)), config)
     tokenizer_json = _tokenizer_json(folder, tokenizer, openclip=False)
+    if saved is not None:
+        return Imported(f"Hugging Face {config['model_type']} {folder} exported by contrastive", [], state,
+                        tokenizer_json, saved)
+    preprocessor = folder / "preprocessor_config.json"
+    overrides = hf_format.config_overrides(config, _read_json(preprocessor) if preprocessor.is_file() else None)
     pad_id = _hf_pad_id(folder, tokenizer_json)
     return Imported(f"Hugging Face {config['model_type']} {folder}", [*overrides, f"model.text.pad_id={pad_id}"],
                     state, tokenizer_json)
@@ -174,8 +178,7 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
             return load_file(path)
         except (SafetensorError, OSError) as e:
             raise FormatError(f"{path} is not a readable safetensors file: {e}") from None
-    if zipfile.is_zipfile(path) and any(name.endswith(("constants.pkl", "/code/")) or "/code/" in name
-                                        for name in zipfile.ZipFile(path).namelist()):
+    if zipfile.is_zipfile(path) and _is_torchscript(path):
         raise FormatError(f"{path} is a TorchScript archive (OpenAI's original CLIP release), which is not read here "
                           "since loading it runs its code; convert it once with OpenCLIP: "
                           + TORCHSCRIPT_CONVERSION.format(src=path, stem=path.stem))
@@ -189,6 +192,12 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
             return dict(state["state_dict"])  # an OpenCLIP training checkpoint (epoch_N.pt)
         raise FormatError(f"{path} holds no state dict (a mapping of names to tensors)")
     return dict(state)
+
+
+def _is_torchscript(path: Path) -> bool:
+    """A TorchScript archive holds its code (ARCHIVE/code/...) and constants beside the pickled data."""
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
 
 
 def _openclip_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

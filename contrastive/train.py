@@ -18,10 +18,10 @@ from contrastive.distributed import DistEnv, all_gather_objects, barrier, init_d
 from contrastive.errors import CheckpointError, TrainingDiverged
 from contrastive.evaluate import (LoadedRun, TaskSpecs, evaluate_model, has_evaluators, load_model,
                                   missing_evaluations, results_path)
+from contrastive.init_from import initial_weights
 from contrastive.logger import EARLY_LINES, TrainLogger, merge_counts, start_banner
 from contrastive.model import ContrastiveModel, build_model
 from contrastive.optim import build_optimizer
-from contrastive.init_from import initial_weights
 from contrastive.preflight import preflight, run_tokenizer, train_loader
 from contrastive.rng import rng_state, set_rng_state
 from contrastive.schedule import lr_at

@@ -59,6 +59,12 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def is_free_folder(path: str | os.PathLike) -> bool:
+    """Whether a folder may be written at `path`: nothing is there, or an empty folder."""
+    path = Path(path)
+    return not path.exists() or (path.is_dir() and not any(path.iterdir()))
+
+
 @contextlib.contextmanager
 def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     """A folder that appears complete or not at all: the block writes into a hidden staging folder beside `path`
@@ -66,7 +72,7 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     SIGTERM turned into an exception). `path` must not exist, or be an empty folder. A staging folder a killed
     process left (kill -9) is removed by the next writer of the same `path`."""
     path = Path(path)
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+    if not is_free_folder(path):
         raise FileExistsError(f"{path} exists and is not an empty folder")
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(f".{path.name}.staging-*"):

@@ -75,10 +75,7 @@ _PUNCTUATION = str.maketrans("", "", string.punctuation)
 def canonicalize(text: str) -> str:
     """OpenCLIP's clean="canonicalize" (SigLIP's, after big_vision): ftfy and HTML entities as openclip_clean,
     underscores as spaces, ASCII punctuation removed, lower-cased, whitespace collapsed."""
-    import ftfy
-
-    text = html.unescape(html.unescape(ftfy.fix_text(text))).replace("_", " ").translate(_PUNCTUATION).lower()
-    return " ".join(text.split())
+    return " ".join(openclip_clean(text).replace("_", " ").translate(_PUNCTUATION).split())
 
 
 def canonicalize_hf(text: str) -> str:
