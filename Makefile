@@ -42,6 +42,8 @@ bench: $(STAMP) demo-data
 	$(BIN)/python benchmarks/loss_step_cost.py --quick
 	$(BIN)/python benchmarks/eval_throughput.py --quick
 	$(BIN)/python benchmarks/training_throughput.py
+	$(BIN)/python benchmarks/frozen_tower.py
+	$(BIN)/python benchmarks/start_from_weights.py --data $(DEMO_DATA)
 	$(BIN)/python benchmarks/stop_latency.py -c demo
 	$(BIN)/python benchmarks/startup.py
 

@@ -67,13 +67,20 @@ def step_benchmark(cfg: Config, precision: str, batch: int, steps: int) -> dict[
     seconds = sorted(times[1:])[len(times[1:]) // 2]  # median after one warm-up step
     flops = counter.get_total_flops()
     return {"s_per_step": seconds, "samples_per_s": batch / seconds, "gflops": flops / seconds / 1e9,
-            "gflop_per_step": flops / 1e9}
+            "gflop_per_step": flops / 1e9, "trained_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+
+
+def last_scalar(run_dir: Path, tag: str) -> float:
+    """The last value a run logged to tensorboard under `tag`."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tb"))
+    events.Reload()
+    return events.Scalars(tag)[-1].value
 
 
 def run_loop(name: str, precision: str, batch: int, steps: int, data_dir: Path, root: Path) -> dict[str, float]:
     """The real training loop on demo shards; samples/s and data-wait fraction as it logs them."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     from contrastive.train import train
 
     run_dir = root / f"{name}-{precision}"
@@ -84,10 +91,8 @@ def run_loop(name: str, precision: str, batch: int, steps: int, data_dir: Path, 
         f"train.checkpoint_every={steps}", "eval.zeroshot={}", "eval.retrieval={}", "optim.warmup_steps=1",
     ])
     train(cfg)
-    events = EventAccumulator(str(run_dir / "tb"))
-    events.Reload()
-    scalar = lambda tag: events.Scalars(tag)[-1].value  # noqa: E731
-    return {"samples_per_s": scalar("train/samples_per_s"), "data_wait": scalar("train/data_wait_fraction")}
+    return {"samples_per_s": last_scalar(run_dir, "train/samples_per_s"),
+            "data_wait": last_scalar(run_dir, "train/data_wait_fraction")}
 
 
 def main() -> None:

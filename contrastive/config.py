@@ -433,10 +433,20 @@ def _merge(cfg: DictConfig, data: dict[str, Any], source: str) -> DictConfig:
         except ConfigError as e:
             raise ConfigError(f"{e} (in {source})") from None
     try:
-        return OmegaConf.merge(cfg, data)
+        merged = OmegaConf.merge(cfg, data)
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", "") or ", ".join(_flat_keys(data))
         raise ConfigError(f"config error: {key}: {str(e).splitlines()[0]} (in {source})") from None
+    for key in _flat_keys(data):  # a merge keeps the value that a '???' (a required key) would replace
+        if _value_at(data, key) == MISSING:
+            OmegaConf.update(merged, key, MISSING, merge=False)
+    return merged
+
+
+def _value_at(data: dict[str, Any], key: str) -> Any:
+    for part in key.split("."):
+        data = data[part]
+    return data
 
 
 def _flat_keys(data: dict[str, Any], prefix: str = "") -> list[str]:
@@ -458,7 +468,15 @@ def _is_mapping_field(key: str) -> bool:
         return False
 
 
+# May stay '???' after loading: a command that needs it says so (data.tokenizer: eval reads the run's own).
+MAY_STAY_MISSING = ("data.tokenizer",)
+
+
 def _validate(cfg: DictConfig) -> Config:
+    required = [key for key in _missing_keys(cfg) if key not in MAY_STAY_MISSING]
+    if required:
+        raise ConfigError(f"config error: {', '.join(required)} must be set: the config leaves "
+                          f"{'it' if len(required) == 1 else 'them'} '???' (required), e.g. {required[0]}=...")
     obj: Config = OmegaConf.to_object(cfg) if not OmegaConf.is_missing(cfg.data, "tokenizer") else _with_missing(cfg)
     _check_choices(obj, "")
     import_plugins(obj.plugins)
@@ -471,6 +489,17 @@ def _validate(cfg: DictConfig) -> Config:
     if not obj.run_dir.strip():
         raise ConfigError("config error: run_dir is empty; name the run's directory, e.g. run_dir=runs/my-run")
     return obj
+
+
+def _missing_keys(node: DictConfig, prefix: str = "") -> list[str]:
+    """The dotted keys whose value is '???' (OmegaConf's MISSING)."""
+    keys = []
+    for key in node:
+        if OmegaConf.is_missing(node, key):
+            keys.append(f"{prefix}{key}")
+        elif isinstance(node[key], DictConfig):
+            keys += _missing_keys(node[key], f"{prefix}{key}.")
+    return keys
 
 
 def _with_missing(cfg: DictConfig) -> Config:

@@ -89,10 +89,27 @@ def test_base_inheritance_and_cycles(tmp_path):
         load_config(str(child))
 
 
+# what a named config leaves '???' (required), given
+REQUIRED = {"lit_b16": ["model.image.init_from=vit_base_patch16_224.safetensors"]}
+
+
 def test_every_named_config_loads():
     assert "demo" in named_configs()
     for name in named_configs():
-        load_config(name)
+        load_config(name, REQUIRED.get(name, []))
+
+
+def test_a_key_a_config_leaves_required_is_an_error_at_load_time_until_it_is_set(tmp_path):
+    with pytest.raises(ConfigError, match=r"model.image.init_from must be set: the config leaves it '\?\?\?'"):
+        load_config("lit_b16")
+    assert load_config("lit_b16", REQUIRED["lit_b16"]).model.image.init_from == "vit_base_patch16_224.safetensors"
+    child = tmp_path / "child.yaml"  # a config built on it may set it, or leave it required
+    child.write_text("base: lit_b16\nmodel: {image: {init_from: runs/pretrained}}\n")
+    assert load_config(str(child)).model.image.init_from == "runs/pretrained"
+    child.write_text("base: clip_b16\noptim:\n  lr: ???\n")
+    with pytest.raises(ConfigError, match="optim.lr must be set"):
+        load_config(str(child))
+    assert load_config(str(child), ["optim.lr=0.1"]).optim.lr == 0.1
 
 
 def test_saved_yaml_round_trips_and_diff_names_changed_keys():

@@ -22,10 +22,12 @@ from tests.contrastive.test_ddp import GLOBAL_BATCH, PAD, VOCAB, assert_all_clos
 from tests.contrastive.tiny_run import TINY_MODEL, tiny_config
 from tests.multiprocess import run_ranks
 
-# (loss, image tower): softmax; sigmoid with a bias and a sharded scorer; a ConvNeXt, sharded by its timm blocks
-CASES = (("clip", "vit"), ("llip", "vit"), ("clip", "convnext"))
+# (loss, image tower): softmax; sigmoid with a bias and a sharded scorer; a ConvNeXt, sharded by its timm blocks; a
+# frozen ViT (LiT), its parameters sharded for memory but given no gradient
+CASES = (("clip", "vit"), ("llip", "vit"), ("clip", "convnext"), ("clip", "frozen"))
 TOWERS = {"vit": [], "convnext": ["model.image.timm_name=convnext_atto",
-                                  "model.image.kwargs={depths: [1, 1, 2, 1], dims: [8, 16, 24, 32]}"]}
+                                  "model.image.kwargs={depths: [1, 1, 2, 1], dims: [8, 16, 24, 32]}"],
+          "frozen": ["model.image.frozen=true"]}
 
 
 def _steps(loss_name: str, tower: str, strategy: str) -> dict:
@@ -38,17 +40,25 @@ def _steps(loss_name: str, tower: str, strategy: str) -> dict:
     units = sum(isinstance(block, FSDPModule) for block in model.image_tower.repeated_blocks())
     optimizer = build_optimizer(model, cfg.optim)
     rank, local = dist.get_rank(), GLOBAL_BATCH // dist.get_world_size()
-    losses, norms = [], []
+    losses, norms, image_grads = [], [], []
     for images, tokens in global_batches():
         rows = slice(rank * local, (rank + 1) * local)
         out = forward_backward(model, wrapped, images[rows], tokens[rows], contextlib.nullcontext)
+        image_grads.append(sum(p.grad is not None for p in model.image_tower.parameters()))
         norms.append(sharding.full_tensor(torch.nn.utils.clip_grad_norm_(model.parameters(), 0.05)).item())
         losses.append(out["loss"].item())
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     copy = sharding.unsharded_copy(model, build, is_main=rank == 0)
     weights = {n: p.detach().clone() for n, p in copy.named_parameters()} if copy is not None else None
-    return {"loss": losses, "grad_norm": norms, "weights": weights, "image_units": units}
+    return {"loss": losses, "grad_norm": norms, "weights": weights, "image_units": units, "image_grads": image_grads}
+
+
+def _initial_image_tower() -> dict[str, torch.Tensor]:
+    cfg = load_config(None, TINY_MODEL)
+    torch.manual_seed(0)
+    model = build_model(cfg.model, cfg.loss, vocab_size=VOCAB, pad_id=PAD)
+    return {n: p.detach() for n, p in model.named_parameters() if n.startswith("image_tower.")}
 
 
 def _train_fsdp_then_resume_a_copy_from_step_2(root: str) -> list[int]:
@@ -95,7 +105,11 @@ def two_ranks(root):
 def test_fsdp_matches_ddp_at_two_ranks(two_ranks, case):
     for rank, result in enumerate(two_ranks):
         ddp, fsdp = result[(*case, "ddp")], result[(*case, "fsdp")]
-        assert (ddp["image_units"], fsdp["image_units"]) == (0, {"vit": 1, "convnext": 8}[case[1]])
+        assert (ddp["image_units"], fsdp["image_units"]) == (0, {"vit": 1, "convnext": 8, "frozen": 1}[case[1]])
+        if case[1] == "frozen":
+            assert ddp["image_grads"] == fsdp["image_grads"] == [0, 0]
+            if rank == 0:
+                assert all(torch.equal(fsdp["weights"][name], value) for name, value in _initial_image_tower().items())
         torch.testing.assert_close(fsdp["loss"], ddp["loss"], rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(fsdp["grad_norm"], ddp["grad_norm"], rtol=1e-5, atol=1e-6)
         assert fsdp["grad_norm"][0] > 0.05  # clipping was active, so the sharded norm mattered

@@ -155,6 +155,26 @@ def test_a_timm_checkpoint_file_initialises_the_image_trunk(tmp_path):
     assert same(tower(after, "image_tower.trunk."), expected)
 
 
+def test_the_lit_preset_trains_a_text_tower_against_a_locked_timm_trunk(tmp_path):
+    from safetensors.torch import save_file
+
+    from contrastive.image_tower import ImageTower
+
+    shrunk = ("model.embed_dim=32", "model.image.kwargs={patch_size: 8, embed_dim: 32, depth: 1, num_heads: 2}")
+    trunk_cfg = tiny_config(tmp_path, "model.image.init_from=unused", *shrunk, preset="lit_b16").model.image
+    torch.manual_seed(5)
+    trunk = ImageTower(trunk_cfg, embed_dim=32).trunk
+    save_file({**trunk.state_dict(), "head.weight": torch.zeros(10, 32)}, tmp_path / "vit.safetensors")
+    cfg = tiny_config(tmp_path, f"model.image.init_from={tmp_path / 'vit.safetensors'}", *shrunk, "train.steps=4",
+                      preset="lit_b16")
+    assert (cfg.model.image.frozen, cfg.model.image.projection, cfg.loss["init_scale"]) == (True, False, 10.0)
+    assert train(cfg).finished
+    trained = weights(Path(cfg.run_dir), 4)
+    assert same(tower(trained, "image_tower."),
+                {f"image_tower.trunk.{name}": value for name, value in trunk.state_dict().items()})
+    assert not same(tower(trained, "text_tower."), tower(weights(Path(cfg.run_dir), 2), "text_tower."))
+
+
 def test_a_resumed_run_still_has_its_data_checked_before_it_starts(source):
     """The init_from check is skipped on resume (the weights are the checkpoint's), the data paths are not."""
     from contrastive.preflight import preflight

@@ -3,6 +3,7 @@ import torch
 
 from contrastive.config import load_config, named_configs
 from contrastive.model import build_model
+from tests.contrastive.test_config import REQUIRED
 
 VOCAB, PAD = 100, 0
 TINY_TOWERS = ["model.embed_dim=16", "model.image.kwargs.embed_dim=32", "model.image.kwargs.depth=1",
@@ -49,7 +50,7 @@ REFERENCE_PARAMETERS = {"clip_b16": (149.62, 49408), "clip_b32": (151.28, 49408)
 
 def test_every_named_config_builds_at_full_size_on_the_meta_device():
     for name in named_configs():
-        cfg = load_config(name)
+        cfg = load_config(name, REQUIRED.get(name, []))
         reference, vocab = REFERENCE_PARAMETERS.get(name, (None, 49408))
         with torch.device("meta"):
             model = build_model(cfg.model, cfg.loss, vocab_size=vocab, pad_id=PAD)

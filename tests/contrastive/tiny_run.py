@@ -35,10 +35,11 @@ def write_tiny_dataset(root: Path, shards: int = 2, per_shard: int = 32) -> tupl
     return str(root / "shards" / f"shard-{{000000..{shards - 1:06d}}}.tar"), Path(tokenizer)
 
 
-def tiny_config(root: Path, *overrides: str) -> Config:
+def tiny_config(root: Path, *overrides: str, preset: str | None = None) -> Config:
+    """The tiny run on `root`'s shards (written on first use); a `preset`'s towers are shrunk to the tiny ones."""
     pattern, tokenizer = write_tiny_dataset(root) if not (root / "tokenizer.json").exists() else (
         str(root / "shards" / "shard-{000000..000001}.tar"), root / "tokenizer.json")
-    return load_config(None, [
+    return load_config(preset, [
         f"run_dir={root / 'run'}", f"data.shards={pattern}", f"data.tokenizer={tokenizer}", "data.workers=0",
         "data.shuffle_buffer=16", "train.batch_size=8", "train.steps=6", "train.precision=fp32",
         "train.log_every=2", "train.checkpoint_every=2", "optim.warmup_steps=2", "optim.lr=1e-3",
