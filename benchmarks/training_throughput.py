@@ -67,7 +67,8 @@ def step_benchmark(cfg: Config, precision: str, batch: int, steps: int) -> dict[
     seconds = sorted(times[1:])[len(times[1:]) // 2]  # median after one warm-up step
     flops = counter.get_total_flops()
     return {"s_per_step": seconds, "samples_per_s": batch / seconds, "gflops": flops / seconds / 1e9,
-            "gflop_per_step": flops / 1e9, "trained_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+            "gflop_per_step": flops / 1e9,
+            "trained_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
 
 
 def last_scalar(run_dir: Path, tag: str) -> float:
