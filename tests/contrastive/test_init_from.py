@@ -1,5 +1,6 @@
 """model.init_from and the towers' init_from start a new run from weights trained elsewhere (fresh optimizer, step and
 data); model.{image,text}.frozen locks a tower: bit-identical after training, in eval mode, out of the optimizer."""
+import shutil
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,19 @@ def test_a_frozen_image_tower_is_bit_identical_after_training_and_the_text_tower
     state = load_checkpoint(Path(cfg.run_dir) / "checkpoints" / "step_000004.pt")
     optimized = sum(len(group["params"]) for group in state["optimizer"]["param_groups"])
     assert optimized == len([k for k in trained if not k.startswith("image_tower.")])
+
+
+def test_a_lit_run_resumed_from_its_checkpoint_reaches_the_uninterrupted_weights(source, tmp_path):
+    """The frozen tower is stored in full: resume needs neither the source nor a rebuild of it."""
+    lit = (f"model.image.init_from={source}", "model.image.frozen=true", "train.steps=4")
+    straight = tiny_config(tmp_path, *lit, f"run_dir={tmp_path / 'straight'}")
+    assert train(straight).finished
+    shutil.copytree(tmp_path / "straight", tmp_path / "resumed")
+    (tmp_path / "resumed/checkpoints/step_000004.pt").unlink()
+    (tmp_path / "resumed/checkpoints/latest").write_text("step_000002.pt\n")
+    resumed = tiny_config(tmp_path, *lit, f"run_dir={tmp_path / 'resumed'}")
+    assert train(resumed, allow_config_change=True).finished  # the copied config.yaml names the other run_dir
+    assert same(weights(tmp_path / "resumed", 4), weights(tmp_path / "straight", 4))
 
 
 def test_a_frozen_tower_stays_in_eval_mode_and_gets_no_gradient():
