@@ -87,7 +87,7 @@ class OurStep:
         lr = lr_at(index, optim.lr, optim.warmup_steps, 10**6, optim.min_lr_ratio)
         result = train_step(self.model, self.model, self.optimizer, images, tokens, lr, self.autocast,
                             clip_grad=optim.clip_grad)
-        self.logger.update(result.metrics, 0.0)
+        self.logger.update(result.metrics, 0.0, result.skipped)
 
     def gflop(self, images: torch.Tensor, tokens: torch.Tensor) -> float:
         with FlopCounterMode(display=False) as counter:

@@ -4,7 +4,9 @@ from __future__ import annotations
 import datetime
 import os
 from dataclasses import dataclass
+from typing import Optional
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -81,3 +83,36 @@ def average_gradients(params: list[torch.nn.Parameter]) -> None:
         for g in group:
             g.copy_(flat[offset:offset + g.numel()].view_as(g))
             offset += g.numel()
+
+
+class StopVote:
+    """Whether some rank was asked to stop, agreed on by every rank at the same step without making a step wait: each
+    step's flags are summed over the ranks asynchronously, and the sum is read at the next step, so a stop takes
+    effect one step after it is asked for. The vote travels over a gloo group in host memory (a numpy buffer, not a
+    device tensor), so reading it waits for no GPU. A single process reads its own flag at once."""
+
+    def __init__(self, timeout_s: float):
+        several = dist.is_initialized() and dist.get_world_size() > 1
+        self._group = dist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=timeout_s)) if several else None
+        self._votes = np.zeros(1, dtype=np.float32)
+        self._pending: Optional[dist.Work] = None
+
+    def agreed(self, asked: bool) -> bool:
+        """Cast this step's vote; True if some rank asked at the previous step (or now, in a single process)."""
+        if self._group is None:
+            return asked
+        stop = self._collect()
+        self._votes[0] = float(asked)
+        self._pending = dist.all_reduce(torch.from_numpy(self._votes), group=self._group, async_op=True)
+        return stop
+
+    def close(self) -> None:
+        """Wait for the last vote, which every rank cast, so that no collective is left running."""
+        self._collect()
+
+    def _collect(self) -> bool:
+        if self._pending is None:
+            return False
+        self._pending.wait()
+        self._pending = None
+        return bool(self._votes[0] > 0)

@@ -29,15 +29,18 @@ class TrainLogger:
 
             self.writer = SummaryWriter(str(run_dir / "tb"))
         self._sums: dict[str, torch.Tensor] = {}
+        self._updates: torch.Tensor | float = 0.0  # steps not skipped, on the device
         self._steps = 0
         self._data_wait = 0.0
         self._t0 = time.perf_counter()
         self.bad_steps_total = 0
 
-    def update(self, metrics: dict[str, torch.Tensor], data_wait_s: float) -> None:
+    def update(self, metrics: dict[str, torch.Tensor], data_wait_s: float, skipped: torch.Tensor) -> None:
+        """One step's metrics, left out of the means if its update was `skipped` (1.0), without reading it."""
         for name, value in metrics.items():
-            value = value.detach().float()
-            self._sums[name] = self._sums[name] + value if name in self._sums else value.clone()
+            value = torch.where(skipped > 0, 0.0, value.detach().float())
+            self._sums[name] = self._sums[name] + value if name in self._sums else value
+        self._updates = self._updates + (1 - skipped)
         self._steps += 1
         self._data_wait += data_wait_s
 
@@ -49,7 +52,7 @@ class TrainLogger:
                 self.writer.add_scalar(name, value, step)
             self.writer.flush()
             self._print(step, values)
-        self._sums, self._steps, self._data_wait, self._t0 = {}, 0, 0.0, time.perf_counter()
+        self._sums, self._updates, self._steps, self._data_wait, self._t0 = {}, 0.0, 0, 0.0, time.perf_counter()
         return values
 
     def show(self, step: int, lr: float) -> None:
@@ -60,7 +63,7 @@ class TrainLogger:
 
     def _values(self, lr: float) -> dict[str, float]:
         elapsed = time.perf_counter() - self._t0
-        values = {f"train/{k}": (v / self._steps).item() for k, v in self._sums.items()}
+        values = {f"train/{k}": (v / self._updates).item() for k, v in self._sums.items()}
         values.update({
             "train/lr": lr,
             "train/samples_per_s": self._steps * self.global_batch / elapsed,

@@ -1,5 +1,7 @@
-"""One optimisation step: forward and backward, with or without gradient accumulation, then gradient clipping, one
-agreement between the ranks (was a stop requested? is the loss or the gradient non-finite?) and the update.
+"""One optimisation step: forward and backward, with or without gradient accumulation, then gradient clipping, the
+ranks' agreement on whether the loss or the gradient is non-finite, and the update, skipped where it is. Nothing in
+it waits for the device: the flag is all-reduced and handed to the fused AdamW as its `found_inf` (as torch.amp's
+GradScaler does), which leaves the weights, the moments and the step count as they were.
 
 Accumulation keeps the contrastive batch whole (OpenCLIP's accum-freq idea): the micro-batches'
 representations are computed without grad, the loss is taken over the full batch, and each micro-batch
@@ -18,7 +20,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from contrastive import sharding, stopping
+from contrastive import sharding
 from contrastive.distributed import average_gradients
 from contrastive.rng import rng_state, set_rng_state
 
@@ -41,8 +43,7 @@ def autocast_for(precision: str, device: torch.device) -> Autocast:
 class StepResult:
     out: dict[str, torch.Tensor]  # the loss's outputs
     grad_norm: torch.Tensor  # before clipping
-    stop: bool  # a stop was requested, on some rank
-    skipped: bool  # the loss or the gradient was non-finite on some rank, so no rank updated
+    skipped: torch.Tensor  # 1.0 if the loss or the gradient was non-finite on some rank (no rank updated), else 0.0
 
     @property
     def metrics(self) -> dict[str, torch.Tensor]:
@@ -52,24 +53,20 @@ class StepResult:
 def train_step(model: nn.Module, wrapped: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
                tokens: torch.Tensor, lr: float, autocast: Autocast, accum_steps: int = 1,
                clip_grad: float = 0.0) -> StepResult:
-    """`clip_grad` is the maximum gradient norm, 0 for no clipping; see forward_backward for the rest."""
+    """`clip_grad` is the maximum gradient norm, 0 for no clipping; `optimizer` a fused AdamW (it takes `found_inf`);
+    see forward_backward for the rest."""
     for group in optimizer.param_groups:
         group["lr"] = lr
     out = forward_backward(model, wrapped, images, tokens, autocast, accum_steps)
     max_norm = clip_grad if clip_grad > 0 else float("inf")
     grad_norm = sharding.full_tensor(nn.utils.clip_grad_norm_(model.parameters(), max_norm))
-    loss = out["loss"].detach()
-    # One small all-reduce, one host sync per step: the stop flag and a non-finite loss or gradient,
-    # so that every rank stops, or skips the update, at the same step.
-    flags = torch.stack([torch.tensor(float(stopping.stop_requested()), device=loss.device),
-                         (~torch.isfinite(loss) | ~torch.isfinite(grad_norm)).float()])
+    skipped = (~torch.isfinite(out["loss"].detach()) | ~torch.isfinite(grad_norm)).float()
     if dist.is_initialized():
-        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-    stop, skipped = (bool(v) for v in flags.tolist())
-    if not skipped:
-        optimizer.step()
+        dist.all_reduce(skipped, op=dist.ReduceOp.MAX)  # every rank skips, or updates, at the same step
+    optimizer.found_inf = skipped
+    optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return StepResult(out, grad_norm, stop, skipped)
+    return StepResult(out, grad_norm, skipped)
 
 
 def forward_backward(model: nn.Module, wrapped: nn.Module, images: torch.Tensor, tokens: torch.Tensor,

@@ -14,7 +14,7 @@ import torch
 from contrastive import sharding, stopping
 from contrastive.checkpoint import Checkpointer, load_checkpoint
 from contrastive.config import Config, ConfigError, diff, from_yaml_text, import_plugins, to_yaml
-from contrastive.distributed import DistEnv, all_gather_objects, barrier, init_distributed
+from contrastive.distributed import DistEnv, StopVote, all_gather_objects, barrier, init_distributed
 from contrastive.errors import CheckpointError, TrainingDiverged
 from contrastive.evaluate import (LoadedRun, TaskSpecs, evaluate_model, has_evaluators, load_model,
                                   missing_evaluations, results_path)
@@ -28,6 +28,7 @@ from contrastive.schedule import lr_at
 from contrastive.step import Autocast, autocast_for, train_step
 from data.atomic import atomic_write_bytes
 from data.loader import StreamLoader
+from data.plural import count
 from data.tokenizer import Tokenizer
 from eval.results import headline, metric_lines
 
@@ -118,9 +119,19 @@ class _Training:
 
 
 def _loop(run: _Training) -> TrainResult:
+    vote = StopVote(run.cfg.train.collective_timeout_s)
+    try:
+        return _steps(run, vote)
+    finally:
+        vote.close()
+
+
+def _steps(run: _Training, vote: StopVote) -> TrainResult:
+    """The loop. Between log steps nothing waits for the device: the skipped-step counts, the metrics and the stop
+    vote stay where they are until `train.log_every` (or a checkpoint) reads them."""
     cfg, env, logger, t = run.cfg, run.env, run.logger, run.cfg.train
     batches = iter(run.loader)
-    bad_in_a_row = 0
+    skips = SkippedSteps(env.device)
     step = run.start_step
     run.model.train()
     while step < t.steps:
@@ -132,29 +143,22 @@ def _loop(run: _Training) -> TrainResult:
         lr = lr_at(step, cfg.optim.lr, cfg.optim.warmup_steps, t.steps, cfg.optim.min_lr_ratio)
         result = train_step(run.model, run.wrapped, run.optimizer, images, tokens, lr, run.autocast, t.accum_steps,
                             cfg.optim.clip_grad)
-        if result.skipped:
-            bad_in_a_row += 1
-            logger.bad_steps_total += 1
-            if env.is_main:
-                print(f"step {step + 1}: non-finite loss or gradient, update skipped "
-                      f"({bad_in_a_row} in a row, limit {t.max_bad_steps})", flush=True)
-            if bad_in_a_row >= t.max_bad_steps:
-                raise TrainingDiverged(f"{bad_in_a_row} consecutive steps with a non-finite loss or gradient "
-                                       f"(train.max_bad_steps={t.max_bad_steps}); the last good checkpoint "
-                                       f"{run.checkpointer.latest()} is intact")
-        else:
-            bad_in_a_row = 0
-            logger.update(result.metrics, data_wait)
+        skips.add(result.skipped)
+        logger.update(result.metrics, data_wait, result.skipped)
         step += 1
 
-        stop = result.stop
-        if step % t.log_every == 0 or step == t.steps:
+        stop = vote.agreed(stopping.stop_requested())
+        logging = step % t.log_every == 0 or step == t.steps
+        checkpointing = step % t.checkpoint_every == 0 or step == t.steps or stop
+        if logging or checkpointing:
+            logger.bad_steps_total += skips.check(step, t.max_bad_steps, env.is_main, run.checkpointer)
+        if logging:
             logger.log(step, lr, merge_counts(all_gather_objects(run.loader.skipped())))
         elif step - run.start_step in EARLY_LINES:
             logger.show(step, lr)
         if cfg.eval.every_steps and step % cfg.eval.every_steps == 0 and step < t.steps and not stop:
             stop = _evaluate(cfg, env, _eval_model(cfg, env, run.model, run.tokenizer), run.tokenizer, logger, step)
-        if step % t.checkpoint_every == 0 or step == t.steps or stop:
+        if checkpointing:
             saved = save(run.checkpointer, step, run.model, run.optimizer, run.loader, env, cfg,
                          final=step == t.steps)
         if stop:
@@ -171,6 +175,39 @@ def _loop(run: _Training) -> TrainResult:
     if env.is_main:
         print(f"training finished at step {step}: {run.checkpointer.path(step)}", flush=True)
     return TrainResult(step=step, finished=True)
+
+
+class SkippedSteps:
+    """Steps whose update was skipped for a non-finite loss or gradient, counted on the device (the current run of
+    them, the longest run and the number since the last check) and read, one host sync, only when checked."""
+
+    def __init__(self, device: torch.device):
+        self.in_a_row = torch.zeros((), device=device)
+        self.longest = torch.zeros((), device=device)
+        self.since_check = torch.zeros((), device=device)
+        self.checked_at: Optional[int] = None
+
+    def add(self, skipped: torch.Tensor) -> None:
+        self.in_a_row = (self.in_a_row + 1) * skipped
+        self.longest = torch.maximum(self.longest, self.in_a_row)
+        self.since_check = self.since_check + skipped
+
+    def check(self, step: int, limit: int, is_main: bool, checkpointer: Checkpointer) -> int:
+        """How many were skipped since the last check (said in one line); a run of `limit` in a row ends training
+        before anything else is written: skipped steps leave the weights as they were, so the latest checkpoint
+        holds the last good ones."""
+        longest, skipped = (int(n) for n in torch.stack([self.longest, self.since_check]).tolist())
+        since = f"since step {self.checked_at}" if self.checked_at is not None else "in the steps so far"
+        self.longest, self.since_check = self.in_a_row.clone(), torch.zeros_like(self.since_check)
+        self.checked_at = step
+        if skipped and is_main:
+            print(f"step {step}: {count(skipped, 'update')} skipped {since} for a non-finite loss or gradient "
+                  f"({longest} in a row at most, limit {limit})", flush=True)
+        if longest >= limit:
+            raise TrainingDiverged(f"{longest} consecutive steps with a non-finite loss or gradient "
+                                   f"(train.max_bad_steps={limit}); the last good checkpoint {checkpointer.latest()} "
+                                   "is intact")
+        return skipped
 
 
 def _eval_model(cfg: Config, env: DistEnv, model: ContrastiveModel, tokenizer: Tokenizer) -> ContrastiveModel:
