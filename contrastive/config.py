@@ -157,7 +157,8 @@ class TrainConfig:
     checkpoint_every: int = at_least(1000, 1)
     keep_checkpoints: int = at_least(3, 0)
     grad_checkpointing: bool = False
-    compile: bool = False
+    # torch.compile: none; towers (each tower compiled in place); step (both towers and the loss as one function)
+    compile: str = choice("none", "none", "towers", "step")
     strategy: str = choice("ddp", "ddp", "fsdp")  # over ranks: replicated, or FSDP2-sharded (contrastive/sharding.py)
     max_bad_steps: int = at_least(5, 1)  # consecutive NaN/inf steps before the run stops
     on_checkpoint_error: str = choice("stop", "stop", "continue")  # a failed write (disk full): stop, or warn and go on
@@ -294,6 +295,9 @@ def upgrade_legacy(data: dict[str, Any]) -> dict[str, Any]:
     """A config file (or a run's config.yaml) written with the keys of before: the ViT's shape as fields of
     model.image, and the loss as the union of every loss's arguments, null for "the loss's default". Read as
     the same model and loss in today's keys; any other file is returned as it is."""
+    compile_towers = (data.get("train") or {}).get("compile")
+    if isinstance(compile_towers, bool):  # train.compile was true (both towers) or false
+        data = {**data, "train": {**data["train"], "compile": "towers" if compile_towers else "none"}}
     image = (data.get("model") or {}).get("image") or {}
     if not isinstance(image, dict) or not LEGACY_IMAGE_KEYS.keys() & image.keys():
         return data
@@ -484,6 +488,9 @@ def _validate(cfg: DictConfig) -> Config:
     obj.eval.tasks = {name: _resolved_task(name, spec, obj.eval) for name, spec in obj.eval.tasks.items()}
     if obj.optim.weight_decay_scaling == "schedule" and obj.optim.lr == 0 and obj.optim.weight_decay > 0:
         raise ConfigError("config error: optim.weight_decay_scaling=schedule divides the decay by optim.lr, which is 0")
+    if obj.train.compile == "step" and obj.train.accum_steps > 1:
+        raise ConfigError(f"config error: train.compile=step compiles the whole-batch step, which "
+                          f"train.accum_steps={obj.train.accum_steps} splits; use train.compile=towers")
     if obj.data.crop_scale[0] > obj.data.crop_scale[1]:
         raise ConfigError(f"config error: data.crop_scale={obj.data.crop_scale} must be (low, high) with low <= high")
     if not obj.run_dir.strip():

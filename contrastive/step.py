@@ -52,12 +52,12 @@ class StepResult:
 
 def train_step(model: nn.Module, wrapped: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
                tokens: torch.Tensor, lr: float, autocast: Autocast, accum_steps: int = 1,
-               clip_grad: float = 0.0) -> StepResult:
+               clip_grad: float = 0.0, forward: Optional[Forward] = None) -> StepResult:
     """`clip_grad` is the maximum gradient norm, 0 for no clipping; `optimizer` a fused AdamW (it takes `found_inf`);
     see forward_backward for the rest."""
     for group in optimizer.param_groups:
         group["lr"] = lr
-    out = forward_backward(model, wrapped, images, tokens, autocast, accum_steps)
+    out = forward_backward(model, wrapped, images, tokens, autocast, accum_steps, forward or forward_and_loss)
     max_norm = clip_grad if clip_grad > 0 else float("inf")
     grad_norm = sharding.full_tensor(nn.utils.clip_grad_norm_(model.parameters(), max_norm))
     skipped = (~torch.isfinite(out["loss"].detach()) | ~torch.isfinite(grad_norm)).float()
@@ -69,13 +69,30 @@ def train_step(model: nn.Module, wrapped: nn.Module, optimizer: torch.optim.Opti
     return StepResult(out, grad_norm, skipped)
 
 
+def forward_and_loss(model: nn.Module, wrapped: nn.Module, images: torch.Tensor, tokens: torch.Tensor,
+                     autocast: Autocast) -> dict[str, torch.Tensor]:
+    """Both towers and the loss on a whole batch: what `train.compile=step` compiles as one."""
+    with autocast():
+        image_repr, text_repr = wrapped(images, tokens)
+    return model.loss(image_repr, text_repr)
+
+
+Forward = Callable[[nn.Module, nn.Module, torch.Tensor, torch.Tensor, Autocast], dict[str, torch.Tensor]]
+
+
+def compiled_forward(backend: str = "inductor") -> Forward:
+    """forward_and_loss under torch.compile. Shapes stay static (the loader's batches are whole, the text is padded
+    to its context), so after the first step's compilation no step recompiles (tested)."""
+    return torch.compile(forward_and_loss, backend=backend)
+
+
 def forward_backward(model: nn.Module, wrapped: nn.Module, images: torch.Tensor, tokens: torch.Tensor,
-                     autocast: Autocast, accum_steps: int = 1) -> dict[str, torch.Tensor]:
-    """`model` is the ContrastiveModel, `wrapped` the module that syncs gradients (DDP) or the model itself."""
+                     autocast: Autocast, accum_steps: int = 1,
+                     forward: Forward = forward_and_loss) -> dict[str, torch.Tensor]:
+    """`model` is the ContrastiveModel, `wrapped` the module that syncs gradients (DDP) or the model itself;
+    `forward` the whole-batch forward (compiled or not; the accumulation path runs the towers eagerly)."""
     if accum_steps == 1:
-        with autocast():
-            image_repr, text_repr = wrapped(images, tokens)
-        out = model.loss(image_repr, text_repr)
+        out = forward(model, wrapped, images, tokens, autocast)
         out["loss"].backward()
         return out
     return _accumulated(model, wrapped, images, tokens, autocast, accum_steps)

@@ -25,7 +25,7 @@ from contrastive.optim import build_optimizer
 from contrastive.preflight import preflight, run_tokenizer, train_loader
 from contrastive.rng import rng_state, set_rng_state
 from contrastive.schedule import lr_at
-from contrastive.step import Autocast, autocast_for, train_step
+from contrastive.step import Autocast, autocast_for, compiled_forward, forward_and_loss, train_step
 from data.atomic import atomic_write_bytes
 from data.loader import StreamLoader
 from data.plural import count
@@ -77,7 +77,7 @@ def train(cfg: Config, allow_config_change: bool = False, check_paths: bool = Tr
     model = model.to(env.device)
     if cfg.train.grad_checkpointing:
         model.set_grad_checkpointing(True)
-    if cfg.train.compile:
+    if cfg.train.compile == "towers":
         model.image_tower.compile()
         model.text_tower.compile()
     # Before the optimizer is built: FSDP replaces the parameters with sharded ones.
@@ -133,6 +133,7 @@ def _steps(run: _Training, vote: StopVote) -> TrainResult:
     batches = iter(run.loader)
     skips = SkippedSteps(env.device)
     step = run.start_step
+    forward = compiled_forward() if t.compile == "step" else forward_and_loss
     run.model.train()
     while step < t.steps:
         t0 = time.perf_counter()
@@ -141,8 +142,11 @@ def _steps(run: _Training, vote: StopVote) -> TrainResult:
         images = batch.images.to(env.device, non_blocking=True)
         tokens = batch.tokens.to(env.device, non_blocking=True)
         lr = lr_at(step, cfg.optim.lr, cfg.optim.warmup_steps, t.steps, cfg.optim.min_lr_ratio)
+        started = time.perf_counter()
         result = train_step(run.model, run.wrapped, run.optimizer, images, tokens, lr, run.autocast, t.accum_steps,
-                            cfg.optim.clip_grad)
+                            cfg.optim.clip_grad, forward)
+        if step == run.start_step and t.compile == "step" and env.is_main:
+            print(f"step {step + 1} compiled the step in {time.perf_counter() - started:.1f} s", flush=True)
         skips.add(result.skipped)
         logger.update(result.metrics, data_wait, result.skipped)
         step += 1

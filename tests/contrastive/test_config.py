@@ -43,7 +43,7 @@ def test_unknown_key_lists_the_valid_keys():
     assert "valid keys: steps, batch_size, seed" in str(e.value)
 
 
-@pytest.mark.parametrize("override", ["optim.lr=abc", "train.steps=1.5", "train.compile=maybe"])
+@pytest.mark.parametrize("override", ["optim.lr=abc", "train.steps=1.5", "train.grad_checkpointing=maybe"])
 def test_wrong_type_names_the_key(override):
     key = override.split("=")[0]
     with pytest.raises(ConfigError, match=rf"config error: {key}: .*(could not be converted|is not a valid bool)"):

@@ -100,3 +100,36 @@ def test_a_non_finite_step_leaves_weights_moments_and_step_count_bit_identical(b
     monkeypatch.undo()
     assert train_step(model, model, optimizer, images, tokens, 1e-3, contextlib.nullcontext).skipped == 0
     assert not torch.equal(next(model.parameters()), weights[next(iter(weights))])  # and the next step updates
+
+
+def test_the_compiled_step_recompiles_nothing_after_the_first_and_computes_the_eager_losses():
+    """`train.compile=step` compiles forward + loss (inductor; aot_eager here, which traces the same graphs
+    without inductor's minutes of code generation on 2 cores): steps 2 and 3 reuse the first step's graph."""
+    import torch._dynamo
+
+    cfg = load_config(None, TINY_MODEL)
+    images, tokens = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8), torch.randint(1, 40, (4, 12))
+    losses = {}
+    for name, forward in (("eager", None), ("compiled", step_module.compiled_forward("aot_eager"))):
+        torch.manual_seed(0)
+        model = build_model(cfg.model, cfg.loss, vocab_size=40, pad_id=0)
+        optimizer = build_optimizer(model, cfg.optim)
+        torch._dynamo.reset()
+        losses[name] = []
+        for step in range(3):
+            with torch._dynamo.config.patch(error_on_recompile=step > 0):
+                result = train_step(model, model, optimizer, images, tokens, 1e-3, contextlib.nullcontext,
+                                    forward=forward)
+            losses[name].append(result.out["loss"].item())
+        if forward is not None:
+            assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1  # no graph break either
+    torch.testing.assert_close(losses["compiled"], losses["eager"], rtol=1e-5, atol=1e-6)
+
+
+def test_a_run_with_the_compiled_step_reports_its_compile_time_and_trains(tmp_path, monkeypatch, capsys):
+    from contrastive import train as train_module
+
+    stopping.reset()
+    monkeypatch.setattr(train_module, "compiled_forward", lambda: step_module.compiled_forward("aot_eager"))
+    assert train(tiny_config(tmp_path, "train.compile=step", "train.steps=2")).finished
+    assert "step 1 compiled the step in " in capsys.readouterr().out
