@@ -6,7 +6,8 @@ parameter gets a gradient from every step (DDP never sees unused parameters):
 - ("mixture_tokens", "pooled_state"), Llip's: the image tower hands out its K mixture tokens [B, K, width_image]
   and the text tower its pooled state [B, width_text]; the loss owns the cross-attention and the projections
   into embed_dim, and takes the widths (losses.MODEL_SUPPLIED) from the built towers.
-The model satisfies the evaluators' protocol (DESIGN.md): encode_image, encode_text, logits, combine_templates.
+The model satisfies the evaluators' protocol (DESIGN.md): encode_image, encode_text, logits, combine_templates,
+and the optional pair_embeddings.
 """
 import contextlib
 from typing import Any, Iterator
@@ -61,6 +62,9 @@ class ContrastiveModel(nn.Module):
 
     def combine_templates(self, text_reprs: torch.Tensor) -> torch.Tensor:
         return self.loss.combine_templates(text_reprs)
+
+    def pair_embeddings(self, image_repr: torch.Tensor, text_repr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.loss.pair_embeddings(image_repr, text_repr)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.image_tower.set_grad_checkpointing(enable)

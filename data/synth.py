@@ -6,6 +6,11 @@
     OUT/eval/zeroshot_relations/        ImageFolder (two objects; class = "circle left of a square")
     OUT/eval/retrieval_attributes/      images/ + Karpathy-style dataset.json, 5 captions per image
     OUT/eval/retrieval_relations/       same, with relation captions
+    OUT/eval/linear_probe_attributes/   train/ (images of its own, twice as many) and test/ (zeroshot_attributes'
+                                        images), both ImageFolders like zeroshot_attributes
+    OUT/eval/hard_negatives/            images/ + SugarCrepe-layout CATEGORY.json: two-object scenes, each with its
+                                        caption and one hard negative (colours or objects swapped, relation or
+                                        shape replaced)
     OUT/info.json, OUT/README.md        what was generated: counts, classes, chance levels, seed
 
 Every sample is a pure function of (seed, split, index): each split draws from its own seed
@@ -28,12 +33,13 @@ from pathlib import Path
 from typing import Optional
 
 from data.atomic import atomic_write_text
-from data.captions import (ATTRIBUTE_TEMPLATES, RELATION_TEMPLATES, attribute_captions, relation_captions,
-                           relation_class)
+from data.captions import (ATTRIBUTE_TEMPLATES, RELATION_TEMPLATES, RELATION_WORDS, SHAPE_WORDS, attribute_captions,
+                           relation_captions, relation_class)
 from data.errors import DataError
 from data.plural import count
 from data.progress import bar
-from data.scenes import BACKGROUNDS, COLOURS, RELATIONS, SHAPES, SIZES, Scene, random_scene, render
+from data.scenes import (BACKGROUNDS, COLOURS, INVERSE_RELATION, RELATIONS, SHAPES, SIZES, Scene, random_scene,
+                         render)
 from data.shards import ShardWriter, sample_key, shard_name
 from data.tokenizer import train_bpe
 
@@ -42,6 +48,14 @@ OBJECT_COUNT_WEIGHTS = {1: 0.5, 2: 0.35, 3: 0.15}
 CAPTIONS_PER_IMAGE = 5
 RELATION_CAPTIONS_PER_PAIR = 2  # of the 5 training captions of a two-object image; the rest name attributes
 ZEROSHOT_RELATIONS = ("left of", "above")  # with every ordered shape pair, each image has exactly one true class
+PROBE_TRAIN_IMAGES_PER_TEST_IMAGE = 2  # the linear probe's train split, per image of zeroshot_attributes
+# SugarCrepe's categories (Hsieh et al., 2023) that two-object scenes can make: what the negative caption changes
+HARD_NEGATIVE_CATEGORIES = {
+    "swap_att": "the two objects' colours swapped",
+    "swap_obj": "the two objects swapped",
+    "replace_rel": "the relation replaced by its inverse",
+    "replace_obj": "one shape replaced by a shape not in the scene",
+}
 
 
 def _rng(seed: int, split: str, index: int) -> random.Random:
@@ -133,6 +147,21 @@ def _write_zeroshot(out: Path, split: str, seed: int, images_per_class: int, ima
     return [t.replace("{c}", name) for _, name, _ in classes for t in templates]
 
 
+def _write_linear_probe(eval_dir: Path, seed: int, images_per_class: int, image_size: int,
+                        progress: Optional[bool]) -> dict:
+    """linear_probe_attributes/: train/ drawn like zeroshot_attributes from a stream of its own, test/ a copy of
+    zeroshot_attributes (so the probe and zero-shot are scored on the same images); returns its info entry."""
+    out = eval_dir / "linear_probe_attributes"
+    train_per_class = PROBE_TRAIN_IMAGES_PER_TEST_IMAGE * images_per_class
+    # The prompts it returns are zeroshot_attributes' again: the tokenizer's corpus does not take them twice.
+    _write_zeroshot(out / "train", "linear_probe_attributes_train", seed, train_per_class, image_size, progress)
+    shutil.copytree(eval_dir / "zeroshot_attributes", out / "test")
+    num_classes = len(attribute_classes())
+    return {"task": "linear_probe", "images": (train_per_class + images_per_class) * num_classes,
+            "train_images": train_per_class * num_classes, "test_images": images_per_class * num_classes,
+            "classes": num_classes, "chance_top1": 1 / num_classes}
+
+
 def _karpathy_tokens(caption: str) -> list[str]:
     return re.findall(r"[a-z0-9]+", caption.lower())
 
@@ -160,6 +189,60 @@ def _write_retrieval(out: Path, split: str, seed: int, num_images: int, image_si
         })
         all_captions += captions
     (out / "dataset.json").write_text(json.dumps({"dataset": split, "images": images}, indent=1) + "\n")
+    return all_captions
+
+
+def hard_negative_pair(rng: random.Random, scene: Scene, category: str) -> tuple[str, str]:
+    """A true caption of a two-object scene of distinct shapes and colours, and a false one that differs from it
+    only as `category` says (HARD_NEGATIVE_CATEGORIES)."""
+    a, b = scene.objects
+    first, relation, second = a, scene.relation(), b
+    if rng.random() < 0.5:  # either object may come first, as in the training captions
+        first, relation, second = b, INVERSE_RELATION[relation], a
+    colours = [first.colour, second.colour]
+    shapes = [rng.choice(SHAPE_WORDS[first.shape]), rng.choice(SHAPE_WORDS[second.shape])]
+    rank = rng.randrange(len(RELATION_WORDS[relation]))
+    said = RELATION_WORDS[relation][rank]
+
+    def caption(colours: list[str], shapes: list[str], said: str) -> str:
+        return f"a {colours[0]} {shapes[0]} {said} a {colours[1]} {shapes[1]}"
+
+    if category == "swap_att":
+        negative = caption(colours[::-1], shapes, said)
+    elif category == "swap_obj":
+        negative = caption(colours[::-1], shapes[::-1], said)
+    elif category == "replace_rel":  # the inverse's wording of the same rank: "to the left of" -> "to the right of"
+        inverse = RELATION_WORDS[INVERSE_RELATION[relation]]
+        negative = caption(colours, shapes, inverse[min(rank, len(inverse) - 1)])
+    elif category == "replace_obj":
+        replaced = list(shapes)
+        absent = [shape for shape in SHAPES if shape not in (first.shape, second.shape)]
+        replaced[rng.randrange(2)] = rng.choice(SHAPE_WORDS[rng.choice(absent)])
+        negative = caption(colours, replaced, said)
+    else:
+        raise ValueError(f"unknown hard-negative category {category!r}; known: {', '.join(HARD_NEGATIVE_CATEGORIES)}")
+    return caption(colours, shapes, said), negative
+
+
+def _write_hard_negatives(out: Path, seed: int, images_per_category: int, image_size: int,
+                          progress: Optional[bool]) -> list[str]:
+    """images/*.png + one SugarCrepe-layout CATEGORY.json per category ({ID: {filename, caption, negative_caption}});
+    each category draws its own scenes (split hard_negatives_CATEGORY). Returns every caption."""
+    (out / "images").mkdir(parents=True)
+    all_captions = []
+    for category in HARD_NEGATIVE_CATEGORIES:
+        split = f"hard_negatives_{category}"
+        entries = {}
+        for index in bar(range(images_per_category), desc=split, progress=progress, unit="image"):
+            rng = _rng(seed, split, index)
+            shapes, colours = rng.sample(SHAPES, 2), rng.sample(list(COLOURS), 2)
+            scene = random_scene(rng, 2, shapes=shapes, colours=colours, relation=rng.choice(RELATIONS))
+            caption, negative = hard_negative_pair(rng, scene, category)
+            filename = f"{category}_{index:06d}.png"
+            (out / "images" / filename).write_bytes(_png(scene, image_size))
+            entries[str(index)] = {"filename": filename, "caption": caption, "negative_caption": negative}
+            all_captions += [caption, negative]
+        (out / f"{category}.json").write_text(json.dumps(entries, indent=1) + "\n")
     return all_captions
 
 
@@ -214,11 +297,12 @@ def describe_stopped(out: str | os.PathLike) -> str:
 
 def synthesize(out: str | os.PathLike, seed: int = 0, train_samples: int = 8000, samples_per_shard: int = 1000,
                image_size: int = 64, images_per_class: int = 12, retrieval_images: int = 500,
-               vocab_size: int = 1000, progress: Optional[bool] = None) -> dict:
+               vocab_size: int = 1000, progress: Optional[bool] = None, hard_negative_images: int = 100) -> dict:
     """Write the demo dataset to `out` and return its info.json content. `progress`: None shows
-    progress bars only on a terminal."""
+    progress bars only on a terminal. `hard_negative_images` is per hard-negative category."""
     out = Path(out)
-    if min(train_samples, samples_per_shard, image_size, images_per_class, retrieval_images) < 1:
+    if min(train_samples, samples_per_shard, image_size, images_per_class, retrieval_images,
+           hard_negative_images) < 1:
         raise DataError("synth: sample counts, images per class and image size must be positive")
     if image_size < 16:
         raise DataError(f"synth: image size must be at least 16 px to draw recognisable shapes, got {image_size}")
@@ -247,11 +331,19 @@ def synthesize(out: str | os.PathLike, seed: int = 0, train_samples: int = 8000,
         num_classes = len(relation_classes() if split == "zeroshot_relations" else attribute_classes())
         eval_info[split] = {"task": "zeroshot", "images": images_per_class * num_classes, "classes": num_classes,
                             "chance_top1": 1 / num_classes}
+    eval_info["linear_probe_attributes"] = _write_linear_probe(partial / "eval", seed, images_per_class, image_size,
+                                                               progress)
     for split in ("retrieval_attributes", "retrieval_relations"):
         all_captions += _write_retrieval(partial / "eval" / split, split, seed, retrieval_images, image_size, progress)
         eval_info[split] = {"task": "retrieval", "images": retrieval_images,
                             "captions": retrieval_images * CAPTIONS_PER_IMAGE,
                             "chance_t2i_R@1": 1 / retrieval_images}
+    all_captions += _write_hard_negatives(partial / "eval" / "hard_negatives", seed, hard_negative_images, image_size,
+                                          progress)
+    eval_info["hard_negatives"] = {"task": "hard_negatives",
+                                   "images": hard_negative_images * len(HARD_NEGATIVE_CATEGORIES),
+                                   "categories": {c: hard_negative_images for c in HARD_NEGATIVE_CATEGORIES},
+                                   "chance_accuracy": 0.5}  # a random scorer's: one negative per image
 
     train_bpe(all_captions, vocab_size, partial / "tokenizer.json")
     tokenizer_vocab = len(json.loads((partial / "tokenizer.json").read_text())["model"]["vocab"])
@@ -296,10 +388,20 @@ def _readme(info: dict) -> str:
             lines.append(f"- `eval/{split}/`: zero-shot classification, ImageFolder with classnames.txt and "
                          f"templates.txt; {item['images']} images, {item['classes']} classes, "
                          f"chance top-1 {item['chance_top1']:.2%}.")
-        else:
+        elif item["task"] == "retrieval":
             lines.append(f"- `eval/{split}/`: retrieval, images/ + dataset.json (Karpathy format, split test); "
                          f"{item['images']} images, {item['captions']} captions, "
                          f"chance text-to-image R@1 {item['chance_t2i_R@1']:.2%}.")
+        elif item["task"] == "linear_probe":
+            lines.append(f"- `eval/{split}/`: linear probe, train/ and test/ ImageFolders with classnames.txt; "
+                         f"{item['train_images']} train images of their own, test/ the {item['test_images']} images "
+                         f"of zeroshot_attributes; {item['classes']} classes, chance top-1 {item['chance_top1']:.2%}.")
+        elif item["task"] == "hard_negatives":
+            lines.append(f"- `eval/{split}/`: compositional hard negatives, images/ + SugarCrepe-layout "
+                         f"CATEGORY.json ({{ID: {{filename, caption, negative_caption}}}}); two-object scenes, "
+                         + "; ".join(f"{category}: {item['categories'][category]} images, "
+                                     f"{HARD_NEGATIVE_CATEGORIES[category]}" for category in item["categories"])
+                         + f"; chance {item['chance_accuracy']:.0%} (a tie counts as wrong).")
     lines += ["", "Attribute sets are meant to be learned by a tiny CLIP in minutes; relation sets are a harder "
               "probe (a bag-of-words model cannot tell `circle left of a square` from `square left of a circle`).", ""]
     return "\n".join(lines)

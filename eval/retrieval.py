@@ -50,6 +50,33 @@ class Retrieval(Task):
 def evaluate_retrieval(model: EvaluableModel, tokenizer: Tokenizer, data: RetrievalSet, runtime: Runtime,
                        desc: str = "retrieval") -> dict[str, float]:
     """t2i_R@{1,5,10}, i2t_R@{1,5,10}, mean_recall (see eval.metrics), num_images and num_captions."""
+    encoded = encode_retrieval_set(model, tokenizer, data, runtime, desc)
+    scores = runtime.scores(model, encoded.image_repr, encoded.text_repr)
+    check_finite(scores, f"{data.source}, {encoded.num_images} images x {encoded.num_captions} captions")
+    metrics = retrieval_metrics(scores, encoded.caption_image)
+    metrics["num_images"] = float(encoded.num_images)
+    metrics["num_captions"] = float(encoded.num_captions)
+    return metrics
+
+
+@dataclass
+class EncodedRetrievalSet:
+    image_repr: torch.Tensor  # [N_image, ...] in dataset order, on the device
+    text_repr: torch.Tensor  # [N_caption, ...]: image by image, captions in file order, on the device
+    caption_image: torch.Tensor  # [N_caption] (CPU): the index of each caption's image
+
+    @property
+    def num_images(self) -> int:
+        return len(self.image_repr)
+
+    @property
+    def num_captions(self) -> int:
+        return len(self.text_repr)
+
+
+def encode_retrieval_set(model: EvaluableModel, tokenizer: Tokenizer, data: RetrievalSet, runtime: Runtime,
+                         desc: str = "retrieval") -> EncodedRetrievalSet:
+    """Every image, then every caption, as the model represents them (`desc` labels the progress bars)."""
     loader = runtime.loader(data.images)
     total = len(loader) if data.num_images is not None else None
     image_reprs, orders, captions = [], [], []
@@ -66,13 +93,8 @@ def evaluate_retrieval(model: EvaluableModel, tokenizer: Tokenizer, data: Retrie
     captions = [captions[i] for i in order]
     texts = [caption for image_captions in captions for caption in image_captions]
     caption_image = torch.tensor([i for i, image_captions in enumerate(captions) for _ in image_captions])
-    text_repr = runtime.encode_texts(model, tokenizer, texts, f"{desc} captions")
-    scores = runtime.scores(model, image_repr, text_repr)
-    check_finite(scores, f"{data.source}, {len(captions)} images x {len(texts)} captions")
-    metrics = retrieval_metrics(scores, caption_image)
-    metrics["num_images"] = float(len(captions))
-    metrics["num_captions"] = float(len(texts))
-    return metrics
+    return EncodedRetrievalSet(image_repr, runtime.encode_texts(model, tokenizer, texts, f"{desc} captions"),
+                               caption_image)
 
 
 Captioned = tuple[tuple[int, int], list[str]]  # ((shard, position), captions)

@@ -6,17 +6,26 @@ image [N, K, Di] mixture tokens and text [N, Dt]. Scores come only from the mode
 image_block x text_block pairs at a time, so memory is bounded whatever the scorer keeps per pair (Llip's
 cross-attention keeps a vector per pair); the [N_image, N_text] result is float32 on the CPU (5k images x 25k
 captions: 0.5 GB).
+
+What a task computes from the model may be kept between evaluations (`cached`): under `cache_dir`, keyed by
+`model_key`, which names the model's weights, and by what the task says it depends on. Without either, as when
+eval is used as a library, everything is computed each time.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import pickle
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Optional, Protocol, TypeVar
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Optional, Protocol, TypeVar
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from data.atomic import AtomicFile
 from data.workers import stop_immune_worker_init
 
 T = TypeVar("T")
@@ -37,6 +46,12 @@ class EvaluableModel(Protocol):
     def combine_templates(self, text_repr: torch.Tensor) -> torch.Tensor:
         """Representations of T prompts for one class [T, ...] -> one class representation [...]."""
 
+    # Optional: only the task types that look at the embedding geometry (embedding_stats) call it.
+    def pair_embeddings(self, image_repr: torch.Tensor, text_repr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Row i of image_repr with row i of text_repr (N of each) -> L2-normalised vectors [N, D], [N, D] whose
+        cosine is the pair's similarity as `logits` scores it (dot-product models: the embeddings; Llip: the image
+        vector the caption mixes, and the caption's embedding)."""
+
 
 @dataclass(frozen=True)
 class Runtime:
@@ -46,6 +61,8 @@ class Runtime:
     autocast_dtype: Optional[torch.dtype] = None  # e.g. torch.bfloat16; None runs in the model's own dtype
     progress: bool = False
     block: tuple[int, int] = DEFAULT_BLOCK
+    cache_dir: Optional[Path] = None  # where `cached` keeps what tasks computed; None: nothing is kept
+    model_key: str = ""  # names the model's weights (contrastive: a digest of them); "": nothing is kept
 
     def autocast(self) -> AbstractContextManager:
         if self.autocast_dtype is None:
@@ -83,6 +100,27 @@ class Runtime:
                     logits = model.logits(image_repr[i:i + image_block], text_repr[t:t + text_block])
                     scores[i:i + image_block, t:t + text_block] = logits.float().cpu()
         return scores
+
+    def cached(self, kind: str, key: Mapping[str, Any],
+               compute: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """compute()'s tensors (on the CPU), or those a call with the same `kind`, `key` (JSON-able: what they
+        depend on besides the model, e.g. a dataset, its files, the pixels) and model_key stored in
+        cache_dir/kind/, written atomically."""
+        if self.cache_dir is None or not self.model_key:
+            return {name: tensor.cpu() for name, tensor in compute().items()}
+        identity = json.dumps({"kind": kind, "model": self.model_key, **key}, sort_keys=True)
+        path = Path(self.cache_dir) / kind / f"{hashlib.sha256(identity.encode()).hexdigest()[:32]}.pt"
+        if path.is_file():
+            try:
+                stored = torch.load(path, map_location="cpu", weights_only=True)
+            except (OSError, RuntimeError, EOFError, pickle.UnpicklingError):
+                stored = {}  # unreadable (a disk error): it is computed again and replaced
+            if stored.get("identity") == identity:
+                return stored["tensors"]
+        tensors = {name: tensor.cpu() for name, tensor in compute().items()}
+        with AtomicFile(path) as out:
+            torch.save({"identity": identity, "tensors": tensors}, out.file)
+        return tensors
 
 
 def _collate(batch: list[tuple[torch.Tensor, Any]]) -> tuple[torch.Tensor, list[Any]]:

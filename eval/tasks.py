@@ -21,6 +21,7 @@ import difflib
 import importlib
 import pkgutil
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Mapping, Optional, TypeVar
 
 import torch
@@ -95,7 +96,8 @@ def evaluate(model: EvaluableModel, tokenizer: Tokenizer,
              image_size: int, resize: str = "crop", zeroshot: Optional[Mapping[str, Any]] = None,
              retrieval: Optional[Mapping[str, Any]] = None, templates: str = "openai", batch_size: int = 256,
              workers: int = 2, device: torch.device | str = "cpu", autocast_dtype: Optional[torch.dtype] = None,
-             progress: bool = True, block: tuple[int, int] = DEFAULT_BLOCK) -> dict[str, float]:
+             progress: bool = True, block: tuple[int, int] = DEFAULT_BLOCK, cache_dir: Optional[Path] = None,
+             model_key: str = "") -> dict[str, float]:
     """Every task in `tasks` ({name: Task}, or (name, Task) pairs: tasks of two types may share a name), after the
     short forms `zeroshot` and `retrieval` ({name: path}; zero-shot
     sets that bring no prompts take the shipped `templates`, "openai": 80 or "simple": 7).
@@ -103,12 +105,15 @@ def evaluate(model: EvaluableModel, tokenizer: Tokenizer,
     Returns {"zeroshot/NAME/top1": ..., "retrieval/NAME/t2i_R@1": ..., ...}, fractions in [0, 1]. Images are made
     image_size x image_size by `resize` ("crop" or "squash", data.decode.RESIZE_MODES). `block` is
     (images, texts) per `model.logits` call. The model is put in eval mode and given back in the mode it came in.
+    With a `cache_dir` and a `model_key` naming the model's weights, tasks keep what they computed from the model
+    there (Runtime.cached: the linear probe's features), for the next evaluation of the same weights.
     """
     every = [*((name, get_task("zeroshot")(str(path), templates=templates)) for name, path in (zeroshot or {}).items()),
              *((name, get_task("retrieval")(str(path))) for name, path in (retrieval or {}).items()),
              *(tasks.items() if isinstance(tasks, Mapping) else tasks)]
     opened = open_tasks(every, Pixels(image_size, resize))
-    runtime = Runtime(torch.device(device), batch_size, workers, autocast_dtype, progress, block)
+    runtime = Runtime(torch.device(device), batch_size, workers, autocast_dtype, progress, block, cache_dir,
+                      model_key)
     metrics: dict[str, float] = {}
     was_training = getattr(model, "training", False)
     if isinstance(model, torch.nn.Module):

@@ -72,6 +72,12 @@ class ContrastiveLoss(nn.Module):
         """Text reprs of T prompts of one class [T, ...] -> one class repr [...]."""
         return self.similarity.combine_templates(text)
 
+    def pair_embeddings(self, image: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Row i of image with row i of text -> float32 L2-normalised vectors [N, D], [N, D] whose cosine the
+        logit of that pair scales: logits[i, i] = scale x <image_i, text_i> (+ bias)."""
+        with torch.autocast(image.device.type, enabled=False):
+            return self.similarity.pair_embeddings(image.float(), text.float())
+
     def _scale(self) -> torch.Tensor:
         return self.logit_scale.float().exp().clamp(max=self.objective.max_scale)
 

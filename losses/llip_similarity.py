@@ -44,9 +44,7 @@ class LlipSimilarity(Similarity):
             nn.LayerNorm(self.head_dim) if qkv_norm else nn.Identity() for _ in range(3))
 
     def forward(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        if image.dim() != 3 or image.shape[2] != self.image_dim or text.dim() != 2 or text.shape[1] != self.text_dim:
-            raise ValueError(f"llip scorer expects image mixture tokens [N, K, {self.image_dim}] and pooled text "
-                             f"states [M, {self.text_dim}], got image {list(image.shape)} and text {list(text.shape)}")
+        self._check_shapes(image, text)
         if self.text_chunk is None or text.shape[0] <= self.text_chunk:
             return self._score(image, text)
         chunks = text.split(self.text_chunk)
@@ -54,17 +52,37 @@ class LlipSimilarity(Similarity):
             return torch.cat([checkpoint(self._score, image, chunk, use_reentrant=False) for chunk in chunks], dim=1)
         return torch.cat([self._score(image, chunk) for chunk in chunks], dim=1)
 
+    def pair_embeddings(self, image: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(z_ii / |z_ii|, y_i / |y_i|): image i's vector as text i mixes it, and text i's embedding."""
+        self._check_shapes(image, text)
+        if image.shape[0] != text.shape[0]:
+            raise ValueError(f"llip pair_embeddings pairs row i of image with row i of text, got {image.shape[0]} "
+                             f"images and {text.shape[0]} texts")
+        queries, keys, values = self._heads(image, text)
+        weights = torch.einsum("nhd,nkhd->nhk", queries, keys).div(self.tau).softmax(dim=-1)
+        mixed = torch.einsum("nhk,nkhd->nhd", weights, values).flatten(1)
+        return F.normalize(self.out(mixed), dim=-1), F.normalize(self.text_projection(text), dim=-1)
+
     def _score(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        (n_image, n_tokens, _), n_text = image.shape, text.shape[0]
-        heads, head_dim = self.num_heads, self.head_dim
-        queries = self.query_norm(self.query(text).view(n_text, heads, head_dim))
-        keys = self.key_norm(self.key(image).view(n_image, n_tokens, heads, head_dim))
-        values = self.value_norm(self.value(image).view(n_image, n_tokens, heads, head_dim))
+        queries, keys, values = self._heads(image, text)
         weights = torch.einsum("thd,ikhd->ithk", queries, keys).div(self.tau).softmax(dim=-1)
-        mixed = torch.einsum("ithk,ikhd->ithd", weights, values).reshape(n_image, n_text, heads * head_dim)
+        mixed = torch.einsum("ithk,ikhd->ithd", weights, values).flatten(2)
         visual = F.normalize(self.out(mixed), dim=-1)
         text_embedding = F.normalize(self.text_projection(text), dim=-1)
         return torch.einsum("itd,td->it", visual, text_embedding)
+
+    def _heads(self, image: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries [N_text, heads, head_dim] and keys, values [N_image, K, heads, head_dim]."""
+        heads, head_dim = self.num_heads, self.head_dim
+        queries = self.query_norm(self.query(text).unflatten(-1, (heads, head_dim)))
+        keys = self.key_norm(self.key(image).unflatten(-1, (heads, head_dim)))
+        values = self.value_norm(self.value(image).unflatten(-1, (heads, head_dim)))
+        return queries, keys, values
+
+    def _check_shapes(self, image: torch.Tensor, text: torch.Tensor) -> None:
+        if image.dim() != 3 or image.shape[2] != self.image_dim or text.dim() != 2 or text.shape[1] != self.text_dim:
+            raise ValueError(f"llip scorer expects image mixture tokens [N, K, {self.image_dim}] and pooled text "
+                             f"states [M, {self.text_dim}], got image {list(image.shape)} and text {list(text.shape)}")
 
     def combine_templates(self, text: torch.Tensor) -> torch.Tensor:
         """[T, text_dim] pre-projection states of one class's prompts -> their plain mean (the class query)."""

@@ -2,7 +2,8 @@
 
 One row per run: the config keys whose values differ between the runs (for a sweep, its axes), the last
 step logged, the final training loss (train/loss in RUN_DIR/tb) and the latest evaluation metrics
-(RUN_DIR/eval/step_XXXXXX.json; all but the counts `*/num_*`, or those matching --metrics). Markdown
+(RUN_DIR/eval/step_XXXXXX.json; all but the counts `*/num_*`, or those matching --metrics), grouped by task type
+(zeroshot, retrieval, then any other type: embedding_stats, ...). Markdown
 (default) or CSV on stdout; --plot also draws the loss curves and those metrics against the step, one line
 per run, into a PNG.
 """
@@ -17,11 +18,11 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 from contrastive.config import from_yaml_text, to_flat_dict
 from data.atomic import atomic_write_bytes
-from eval.results import is_count, read_json
+from eval.results import HEADLINE, is_count, read_json
 from slurm.manifest import FILE_NAME as MANIFEST_NAME, Manifest
 
 LOSS_TAG = "train/loss"
@@ -66,14 +67,34 @@ class RunSummary:
 def run(args: argparse.Namespace) -> int:
     summaries = [summarize(run_dir) for run_dir in find_runs(args.runs)]
     names = {name for s in summaries for _, metrics in s.evals for name in metrics}
-    metrics = sorted(n for n in names if (any(fnmatch.fnmatchcase(n, g) for g in args.metrics) if args.metrics
-                                         else not is_count(n)))
+    metrics = grouped_by_task_type(n for n in names if (any(fnmatch.fnmatchcase(n, g) for g in args.metrics)
+                                                        if args.metrics else not is_count(n)))
     header, rows = table(summaries, metrics)
     sys.stdout.write(to_csv(header, rows) if args.format == "csv" else to_markdown(header, rows))
     if args.plot:
         plot(summaries, metrics, Path(args.plot))
         print(f"plot: {args.plot}", file=sys.stderr)
     return 0
+
+
+def grouped_by_task_type(names: Iterable[str]) -> list[str]:
+    """Metric names TYPE/NAME/METRIC in columns grouped by task type: the types a run is judged by first (those of
+    eval.results.HEADLINE: zeroshot, retrieval), then the others by name; within a type by task name, then in the
+    order the registered type declares its metrics (t2i_R@1, t2i_R@5, t2i_R@10), by name where it declares none
+    (a type from a plugin this process has not imported)."""
+    from eval.tasks import get_task, task_types  # loads torch: here, not when the command line is parsed
+
+    judged_by = list(dict.fromkeys(pattern.split("/")[0] for pattern in HEADLINE))
+    registered = set(task_types())
+
+    def position(name: str) -> tuple[Any, ...]:
+        task_type, _, rest = name.partition("/")
+        task, _, metric = rest.partition("/")
+        declared = get_task(task_type).metrics if task_type in registered else ()
+        return (judged_by.index(task_type) if task_type in judged_by else len(judged_by), task_type, task,
+                declared.index(metric) if metric in declared else len(declared), metric)
+
+    return sorted(names, key=position)
 
 
 def find_runs(specs: list[str]) -> list[Path]:

@@ -223,7 +223,7 @@ def test_a_plugin_that_cannot_be_imported_is_named():
 
 
 def test_an_evaluation_task_is_a_registered_type_and_its_own_arguments_all_resolved():
-    cfg = load_config("demo", ["eval.tasks.inet={type: zeroshot, path: /data/inet, templates: simple}",
+    cfg = load_config("demo", ["eval.tasks={}", "eval.tasks.inet={type: zeroshot, path: /data/inet, templates: simple}",
                                "eval.tasks.coco.type=retrieval", "eval.tasks.coco.path=/data/coco"])
     assert cfg.eval.tasks == {
         "inet": {"type": "zeroshot", "path": "/data/inet", "templates": "simple", "split": "test"},

@@ -51,11 +51,11 @@ def loss_sweep(tmp_path) -> Path:
 def test_markdown_has_one_row_per_run_with_what_differs_steps_final_loss_and_latest_metrics(loss_sweep, capsys):
     out = run_report(capsys, str(loss_sweep / "manifest.json"))
     assert out.splitlines() == [
-        "| run | loss.name | steps | final loss | retrieval/demo/t2i_R@1 | zeroshot/demo/top1 |",
+        "| run | loss.name | steps | final loss | zeroshot/demo/top1 | retrieval/demo/t2i_R@1 |",
         "| --- | --- | --- | --- | --- | --- |",
-        "| loss.name=clip | clip | 30 | 1.5 | 0.125 | 0.5 |",
-        "| loss.name=siglip | siglip | 30 | 0.5 | 0.125 | 0.6 |",
-        "| loss.name=llip | llip | 30 | -0.5 | 0.125 | 0.7 |",
+        "| loss.name=clip | clip | 30 | 1.5 | 0.5 | 0.125 |",
+        "| loss.name=siglip | siglip | 30 | 0.5 | 0.6 | 0.125 |",
+        "| loss.name=llip | llip | 30 | -0.5 | 0.7 | 0.125 |",
     ]
 
 
@@ -77,7 +77,7 @@ def test_a_resumed_run_keeps_the_latest_value_of_a_step_logged_twice(tmp_path, c
 
 def test_metrics_are_chosen_by_glob(loss_sweep, capsys):
     header = run_report(capsys, str(loss_sweep), "--metrics", "*/num_*", "zeroshot/*").splitlines()[0]
-    assert header == "| run | loss.name | steps | final loss | retrieval/demo/num_images | zeroshot/demo/top1 |"
+    assert header == "| run | loss.name | steps | final loss | zeroshot/demo/top1 | retrieval/demo/num_images |"
 
 
 def test_plot_draws_loss_and_every_metric_into_a_png(loss_sweep, tmp_path, capsys):
@@ -85,6 +85,25 @@ def test_plot_draws_loss_and_every_metric_into_a_png(loss_sweep, tmp_path, capsy
     run_report(capsys, str(loss_sweep), "--plot", str(png))
     with Image.open(png) as image:
         assert image.format == "PNG" and image.size == (1500, 350)  # three panels: loss, two metrics
+
+
+def test_columns_are_grouped_by_task_type_headline_types_first_each_in_its_declared_metric_order(tmp_path, capsys):
+    """zeroshot and retrieval first, then the other types by name (a type this process has never registered,
+    from a plugin, included); within a task, its type's declared order (R@1, R@5, R@10), else by name."""
+    shown = ["retrieval/coco/t2i_R@10", "retrieval/coco/t2i_R@5", "retrieval/coco/t2i_R@1", "retrieval/coco/i2t_R@1",
+             "embedding_stats/coco/text_uniformity", "embedding_stats/coco/modality_gap",
+             "embedding_stats/coco/random_cosine", "a_plugin_type/coco/zeta", "a_plugin_type/coco/alpha",
+             "zeroshot/pets/top1", "zeroshot/attributes/top5", "zeroshot/attributes/top1",
+             "retrieval/attributes/t2i_R@1"]
+    make_run(tmp_path / "run", [], {10: 1.0}, {10: {name: 0.5 for name in shown}})
+    header = run_report(capsys, str(tmp_path / "run")).splitlines()[0]
+    assert [cell.strip() for cell in header.strip("|").split("|")][3:] == [
+        "zeroshot/attributes/top1", "zeroshot/attributes/top5", "zeroshot/pets/top1",
+        "retrieval/attributes/t2i_R@1", "retrieval/coco/t2i_R@1", "retrieval/coco/t2i_R@5", "retrieval/coco/t2i_R@10",
+        "retrieval/coco/i2t_R@1",
+        "a_plugin_type/coco/alpha", "a_plugin_type/coco/zeta",
+        "embedding_stats/coco/modality_gap", "embedding_stats/coco/random_cosine",
+        "embedding_stats/coco/text_uniformity"]
 
 
 def test_bad_inputs_name_the_path(tmp_path, capsys):
@@ -103,8 +122,8 @@ def test_cells_show_list_values_and_integer_counts_not_python_reprs(tmp_path, ca
         make_run(tmp_path / name, [f"data.shards={shards}"], {10: 1.0},
                  {10: {"zeroshot/imagenet/top1": 0.5, "zeroshot/imagenet/num_images": 50000.0}})
     out = run_report(capsys, str(tmp_path / "one"), str(tmp_path / "two"), "--metrics", "*")
-    assert out.splitlines()[2:] == ["| one | a.tar | 10 | 1 | 50000 | 0.5 |",
-                                    "| two | a.tar, b.tar | 10 | 1 | 50000 | 0.5 |"]
+    assert out.splitlines()[2:] == ["| one | a.tar | 10 | 1 | 0.5 | 50000 |",
+                                    "| two | a.tar, b.tar | 10 | 1 | 0.5 | 50000 |"]
     out = run_report(capsys, str(tmp_path / "*"), "--format", "csv", "--metrics", "*")
     rows = list(csv.DictReader(io.StringIO(out)))
     assert [(r["data.shards"], r["zeroshot/imagenet/num_images"]) for r in rows] == [

@@ -1,15 +1,22 @@
 import hashlib
 import json
+import random
+import re
 import tarfile
 
 import pytest
 from PIL import Image
 
 from data.errors import DataError
-from data.synth import describe_stopped, synthesize
+from data.captions import RELATION_WORDS, SHAPE_WORDS
+from data.scenes import COLOURS, RELATIONS, SHAPES, Scene, random_scene, relation_between
+from data.synth import HARD_NEGATIVE_CATEGORIES, describe_stopped, hard_negative_pair, synthesize
 from data.tokenizer import Tokenizer
+from eval.hard_negatives import open_hard_negative_set
+from eval.loading import Pixels
 
-SMALL = dict(train_samples=30, samples_per_shard=12, image_size=32, images_per_class=1, retrieval_images=6)
+SMALL = dict(train_samples=30, samples_per_shard=12, image_size=32, images_per_class=1, retrieval_images=6,
+             hard_negative_images=3)
 
 
 def _digests(root):
@@ -130,3 +137,52 @@ def test_a_rerun_deletes_what_a_killed_run_left(tmp_path):
         (tmp_path / leftover / "train" / "shard-000000.tar").write_bytes(b"cut")
     synthesize(out, progress=False, **SMALL)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
+
+
+SHAPE_OF_WORD = {word: shape for shape, words in SHAPE_WORDS.items() for word in words}
+RELATION_OF_WORDS = {words: relation for relation, options in RELATION_WORDS.items() for words in options}
+_SHAPE = "|".join(sorted(SHAPE_OF_WORD, key=len, reverse=True))
+HARD_NEGATIVE_CAPTION = re.compile(rf"a (\w+) ({_SHAPE}) ({'|'.join(RELATION_OF_WORDS)}) a (\w+) ({_SHAPE})")
+
+
+def _true_of(scene: Scene, caption: str) -> bool:
+    colour, word, said, other_colour, other_word = HARD_NEGATIVE_CAPTION.fullmatch(caption).groups()
+    objects = {(obj.colour, obj.shape): obj for obj in scene.objects}
+    first, second = objects.get((colour, SHAPE_OF_WORD[word])), objects.get((other_colour, SHAPE_OF_WORD[other_word]))
+    return (first is not None and second is not None
+            and relation_between((first.x, first.y), (second.x, second.y)) == RELATION_OF_WORDS[said])
+
+
+@pytest.mark.parametrize("category", HARD_NEGATIVE_CATEGORIES)
+def test_hard_negative_is_false_of_the_scene_and_differs_only_as_its_category_says(category):
+    changed = {"swap_att": {0, 3}, "swap_obj": {0, 1, 3, 4}, "replace_rel": {2}, "replace_obj": {1, 4}}[category]
+    for index in range(200):
+        rng = random.Random(index)
+        scene = random_scene(rng, 2, shapes=rng.sample(SHAPES, 2), colours=rng.sample(list(COLOURS), 2),
+                             relation=rng.choice(RELATIONS))
+        caption, negative = hard_negative_pair(rng, scene, category)
+        assert _true_of(scene, caption) and not _true_of(scene, negative), (caption, negative)
+        parts = [HARD_NEGATIVE_CAPTION.fullmatch(c).groups() for c in (caption, negative)]
+        differ = {i for i, (a, b) in enumerate(zip(*parts)) if a != b}
+        assert differ <= changed and (differ == changed or category == "replace_obj" and len(differ) == 1)
+        if category.startswith("swap"):
+            assert sorted(caption.split()) == sorted(negative.split())  # the same words: only their order tells
+
+
+def test_hard_negative_sets_are_sugarcrepe_files_the_evaluator_reads(demo):
+    out, info = demo
+    root = out / "eval" / "hard_negatives"
+    assert sorted(p.name for p in root.glob("*.json")) == sorted(f"{c}.json" for c in HARD_NEGATIVE_CATEGORIES)
+    assert len(list((root / "images").glob("*.png"))) == 3 * len(HARD_NEGATIVE_CATEGORIES)
+    for category in HARD_NEGATIVE_CATEGORIES:
+        entries = json.loads((root / f"{category}.json").read_text())
+        assert list(entries) == ["0", "1", "2"]
+        assert all(set(e) == {"filename", "caption", "negative_caption"} for e in entries.values())
+    data = open_hard_negative_set(root, Pixels(32))
+    assert data.layout == "sugarcrepe" and sorted(data.categories) == sorted(HARD_NEGATIVE_CATEGORIES)
+    assert len(data.cases) == 12
+    assert info["eval"]["hard_negatives"] == {"task": "hard_negatives", "images": 12, "chance_accuracy": 0.5,
+                                              "categories": {c: 3 for c in HARD_NEGATIVE_CATEGORIES}}
+    assert "`eval/hard_negatives/`: compositional hard negatives" in (out / "README.md").read_text()
+    tok = Tokenizer.from_file(out / "tokenizer.json", context_length=32)
+    assert int(tok.eot_positions(tok([entries["0"]["negative_caption"]]))[0]) <= 12  # trained on these captions too
