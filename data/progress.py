@@ -28,8 +28,8 @@ class ShardProgress:
         self.shards, self.done, self.desc, self.noun = shards, 0, desc, noun
         self.bar = bar(desc=f"{desc} ({noun} 0/{shards})", progress=progress)
 
-    def sample(self) -> None:
-        self.bar.update()
+    def sample(self, n: int = 1) -> None:
+        self.bar.update(n)
 
     def shard_done(self) -> None:
         self.done += 1

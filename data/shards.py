@@ -212,3 +212,18 @@ def read_shard(url: str | os.PathLike) -> Iterator[RawSample]:
         raise ShardReadError(f"shard {url} is truncated or unreadable: {type(e).__name__}: {e}") from None
     if current is not None:
         yield current
+
+
+def shard_keys(path: str | os.PathLike) -> list[str]:
+    """The keys read_shard would yield for a shard file, in order, from the member headers alone: the reader
+    seeks past each member's data instead of reading it."""
+    keys: list[str] = []
+    try:
+        with tarfile.open(path, mode="r:*") as tar:
+            for member in tar:
+                key_and_extension = split_member_name(member.name) if member.isfile() else None
+                if key_and_extension is not None and (not keys or keys[-1] != key_and_extension[0]):
+                    keys.append(key_and_extension[0])
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise ShardReadError(f"shard {path} is truncated or unreadable: {type(e).__name__}: {e}") from None
+    return keys

@@ -1,5 +1,5 @@
 """RUN_DIR/slurm/run_state.json: what the jobs of one run have done, so a restarted or resubmitted job knows
-whether the run finished, at which world size it started, and how often it requeued itself."""
+whether the run finished, at which world size it last started, and how often it requeued itself."""
 from __future__ import annotations
 
 import dataclasses
@@ -15,7 +15,7 @@ FILE_NAME = "run_state.json"
 
 @dataclass
 class RunState:
-    world_size: Optional[int] = None  # of the first job that started the run
+    world_size: Optional[int] = None  # of the latest start (a job may come back with another: it resumes)
     starts: int = 0  # job starts, restarts after a requeue included
     requeues: int = 0  # requeues the jobs asked for themselves (stop signal before the time limit)
     finished_step: Optional[int] = None  # set once training returned finished
@@ -39,12 +39,3 @@ def read(run_dir: Path) -> RunState:
 
 def write(run_dir: Path, state: RunState) -> None:
     write_json_atomic(path(run_dir), dataclasses.asdict(state))
-
-
-def check_world_size(run_dir: Path, world_size: int) -> None:
-    """A run's data stream and checkpoints belong to one world size; refuse another one clearly."""
-    started = read(run_dir).world_size
-    if started is not None and started != world_size:
-        raise SlurmError(f"{run_dir} was started with world size {started} (nodes x tasks per node); this job has "
-                         f"{world_size}. A run cannot resume on another world size (its data stream cannot be "
-                         f"remapped): use the original nodes and tasks per node, or a new run dir")

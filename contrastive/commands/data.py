@@ -1,6 +1,8 @@
-"""`contrastive data {synth,convert,tokenizer,inspect}`: make, convert and check datasets.
+"""`contrastive data {synth,convert,tokenizer,inspect,score,filter,curate}`: make, convert, check, score and curate
+datasets.
 
-data.synth and data.tokenizer (which import torch) are imported by the commands that run them, not to parse.
+data.synth, data.tokenizer and contrastive.scoring (which import torch) are imported by the commands that run them,
+not to parse.
 """
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import argparse
 import functools
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from contrastive.stopping import Stopped, raising_on_stop
 from data.convert import DEFAULT_TEMPLATE, FORMATS, ConvertOptions, convert, imagefolder_records, table_records
@@ -15,6 +18,9 @@ from data.convert import describe_stopped as convert_stopped
 from data.errors import DataError
 from data.inspect import format_report, inspect_shards
 from data.plural import count
+
+if TYPE_CHECKING:
+    from contrastive.scoring import ScoreJob
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -70,6 +76,67 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                       help="brace/glob patterns or folders, e.g. 'd/shard-{000000..000007}.tar' or d/")
     insp.set_defaults(run=_inspect)
 
+    filt = commands.add_parser("filter", help="keep the samples above a score threshold (and simple filters)",
+                               description="Keep the samples of a pool whose score (`data score`) passes a rule "
+                                           "and that pass the simple filters given, repacked into new shards; "
+                                           "OUT/summary.json counts what each rule removed (docs/curation.md).")
+    filt.add_argument("shards", nargs="+", metavar="SHARDS",
+                      help="brace/glob patterns or folders, e.g. 'd/shard-{000000..000007}.tar' or d/")
+    filt.add_argument("out", metavar="OUT", help="new folder for the shards and summary.json")
+    filt.add_argument("--scores", required=True, metavar="SCORES", help="folder of the pool's score files")
+    rule = filt.add_mutually_exclusive_group(required=True)
+    rule.add_argument("--keep-fraction", metavar="F",
+                      help="the top F of the pool's scored samples: exactly floor(F x N) of N, ties at the "
+                           "threshold broken by pool order")
+    rule.add_argument("--min-score", type=float, metavar="S", help="the samples scoring at least S")
+    filt.add_argument("--min-caption-words", type=int, metavar="N", help="every caption line has at least N words")
+    filt.add_argument("--max-caption-words", type=int, metavar="N", help="every caption line has at most N words")
+    filt.add_argument("--min-image-size", type=int, metavar="PX",
+                      help="the image's shorter side has at least PX pixels (KEY.json's width/height, else the "
+                           "image header)")
+    filt.add_argument("--language", action="append", default=[], metavar="VALUE",
+                      help="keep samples whose KEY.json language field is VALUE (repeat for several)")
+    filt.add_argument("--language-field", default="language", metavar="FIELD", help="KEY.json field of --language")
+    filt.add_argument("--dedup", action="store_true",
+                      help="remove samples whose image bytes (sha256) equal a sample's kept before, in pool order")
+    filt.add_argument("--source-field", metavar="FIELD",
+                      help="KEY.json field to count kept/total by in the summary (besides the source shard)")
+    filt.add_argument("--max-samples-per-shard", type=int, default=1000, metavar="N")
+    filt.add_argument("--workers", type=int, default=1, help="processes reading the source shards")
+    filt.set_defaults(run=_filter)
+
+    cur = commands.add_parser("curate", help="balance a pool over metadata entries (MetaCLIP)",
+                              description="MetaCLIP's curation: match captions against metadata entries, drop the "
+                                          "samples that match none, and keep each of the others with probability "
+                                          "1 - prod(1 - min(1, T / count(entry))) over its entries, repacked into "
+                                          "new shards (docs/curation.md).")
+    cur.add_argument("shards", nargs="+", metavar="SHARDS",
+                     help="brace/glob patterns or folders, e.g. 'd/shard-{000000..000007}.tar' or d/")
+    cur.add_argument("out", metavar="OUT",
+                     help="new folder for the shards, summary.json and the plot; with --counts-only the counts file")
+    cur.add_argument("--metadata", required=True, metavar="ENTRIES", help="text file of entries, one per line")
+    cur.add_argument("--per-entry-cap", type=int, metavar="T",
+                     help="T: an entry's samples are kept with probability min(1, T / count)")
+    cur.add_argument("--counts-only", action="store_true",
+                     help="only count each entry's matches in SHARDS (one part of the pool) into the file OUT")
+    cur.add_argument("--counts", action="append", default=[], metavar="PATTERN",
+                     help="counts files of --counts-only that together cover SHARDS, instead of counting first "
+                          "(repeat, or a glob pattern)")
+    cur.add_argument("--lowercase", action="store_true", help="match lower-cased captions against lower-cased entries")
+    cur.add_argument("--seed", type=int, default=0, help="seed of the per-sample, per-entry coins")
+    cur.add_argument("--max-samples-per-shard", type=int, default=1000, metavar="N")
+    cur.add_argument("--workers", type=int, default=1, help="processes reading the source shards")
+    cur.set_defaults(run=_curate)
+
+    score = commands.add_parser("score", help="score every sample's image against its captions with a model",
+                                description="Embed each sample's image and caption lines with a model (a run dir of "
+                                            "ours or an imported one) and write OUT/NAME.parquet per shard NAME.tar: "
+                                            "each caption's unscaled similarity and the sample's score, their max "
+                                            "(docs/curation.md). Shards with a score file are skipped: rerun a "
+                                            "stopped run to finish it.")
+    add_score_arguments(score)
+    score.set_defaults(run=_score)
+
 
 def _synth(args: argparse.Namespace) -> int:
     from data.synth import describe_stopped as synth_stopped
@@ -121,4 +188,92 @@ def _tokenizer(args: argparse.Namespace) -> int:
 def _inspect(args: argparse.Namespace) -> int:
     report = inspect_shards(args.shards)
     print(format_report(report))
+    return 0
+
+
+def _filter(args: argparse.Namespace) -> int:
+    from data.filtering import FilterOptions, filter_pool
+
+    options = FilterOptions(keep_fraction=args.keep_fraction, min_score=args.min_score,
+                            min_caption_words=args.min_caption_words, max_caption_words=args.max_caption_words,
+                            min_image_size=args.min_image_size, languages=tuple(args.language),
+                            language_field=args.language_field, dedup=args.dedup, source_field=args.source_field)
+    try:
+        with raising_on_stop():
+            report = filter_pool(args.shards, args.scores, args.out, options,
+                                 max_samples_per_shard=args.max_samples_per_shard, workers=args.workers)
+    except Stopped as e:
+        raise Stopped(e.signum, f"nothing was written to {args.out} (it appears only complete); run the same "
+                                "command again") from None
+    print(report.summary())
+    return 0
+
+
+def _curate(args: argparse.Namespace) -> int:
+    from data.curation import count_pool, curate_pool
+
+    if args.counts_only:
+        if args.counts or args.per_entry_cap is not None:
+            raise DataError("--counts-only counts the pool for a later run: it takes neither --counts nor "
+                            "--per-entry-cap")
+        with raising_on_stop():
+            counts = count_pool(args.shards, args.metadata, lowercase=args.lowercase, workers=args.workers)
+            counts.save(args.out)
+        print(f"counted {counts.matched} of {count(counts.samples, 'sample')} in "
+              f"{count(len(counts.shards), 'shard')} matching an entry, into {args.out}")
+        return 0
+    if args.per_entry_cap is None:
+        raise DataError("curate needs --per-entry-cap T (or --counts-only, to count a part of the pool)")
+    try:
+        with raising_on_stop():
+            report = curate_pool(args.shards, args.metadata, args.out, args.per_entry_cap, counts=args.counts,
+                                 seed=args.seed, lowercase=args.lowercase,
+                                 max_samples_per_shard=args.max_samples_per_shard, workers=args.workers)
+    except Stopped as e:
+        raise Stopped(e.signum, f"nothing was written to {args.out} (it appears only complete); run the same "
+                                "command again") from None
+    print(report.summary())
+    return 0
+
+
+def add_score_arguments(parser: argparse.ArgumentParser) -> None:
+    """`data score`'s arguments, which `submit score` takes too."""
+    parser.add_argument("shards", nargs="+", metavar="SHARDS",
+                        help="brace/glob patterns or folders, e.g. 'd/shard-{000000..000007}.tar' or d/")
+    parser.add_argument("--model", required=True, metavar="RUN_DIR",
+                        help="run dir (its latest checkpoint; `contrastive import` makes one of a peer's model) or "
+                             "a checkpoint file")
+    parser.add_argument("--out", required=True, metavar="OUT", help="folder for the score files")
+    parser.add_argument("--embeddings", action="store_true",
+                        help="also store the image and caption embeddings (float16)")
+    parser.add_argument("--batch-size", type=int, default=256, metavar="N", help="images per forward")
+    parser.add_argument("--workers", type=int, default=2, help="loader processes decoding and tokenizing")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+
+
+def score_job(args: argparse.Namespace) -> ScoreJob:
+    """The job `data score` and `submit score` arguments describe, checked: --out, the shards, the model."""
+    from contrastive.scoring import ScoreJob, check_out_dir, model_checkpoint, shard_list
+
+    if args.batch_size < 1 or args.workers < 0:
+        raise DataError(f"--batch-size must be at least 1 and --workers at least 0, got {args.batch_size} and "
+                        f"{args.workers}")
+    check_out_dir(args.out)
+    shards = shard_list(args.shards)
+    model_checkpoint(args.model)
+    return ScoreJob(shards, args.model, args.out, embeddings=args.embeddings, batch_size=args.batch_size,
+                    workers=args.workers, device=args.device)
+
+
+def _score(args: argparse.Namespace) -> int:
+    from contrastive.scoring import score_shards
+
+    job = score_job(args)
+    try:
+        with raising_on_stop():
+            report = score_shards(job)
+    except Stopped as e:
+        raise Stopped(e.signum, f"the shards finished before the stop have their score files in {args.out}, no "
+                                "half-written file is left; rerun the same command to score the rest") from None
+    print(report.summary(args.out))
     return 0

@@ -1,8 +1,9 @@
-"""`contrastive submit {train,eval}`: training runs, sweeps (one job array) and evaluations as Slurm jobs, or
-as local processes with --local (submitit's local executor).
+"""`contrastive submit {train,eval,score}`: training runs, sweeps (one job array), evaluations and the scoring of
+shards (one job array) as Slurm jobs, or as local processes with --local (submitit's local executor).
 
     contrastive submit train -c demo train.steps=300 --sweep loss.name=clip,siglip,llip
     contrastive submit eval runs/demo --all
+    contrastive submit score 'pool/{000000..009999}.tar' --model runs/demo --out scores/ --tasks 100
 
 Everything is validated before anything is submitted: every sweep point's config, each run dir's saved
 config (a different one is refused unless --allow-config-change) and its world size. The training and
@@ -16,10 +17,12 @@ import contextlib
 import dataclasses
 import datetime
 import functools
+import re
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
+from contrastive.commands.data import add_score_arguments
 from contrastive.commands.train import add_check_flags
 from contrastive.config import Config, ConfigError, load_config, to_yaml
 from contrastive.stopping import request_stop
@@ -33,7 +36,10 @@ from slurm.resources import Resources
 if TYPE_CHECKING:
     import submitit
 
+    from contrastive.scoring import ScoreJob, ScoreReport
     from slurm.job import CompletedRun
+
+SLURM_OVERRIDE = re.compile(r"slurm\.[\w.]+=")  # among submit score's shard patterns
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -64,6 +70,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     _add_common_flags(evaluate)
     evaluate.set_defaults(run=submit_eval)
 
+    scoring = kinds.add_parser("score", help="score shards with a model as one job array (contrastive data score)",
+                               description="Score the shards that have no score file in OUT yet, as one job array: "
+                                           "each task scores a contiguous slice of them, as `contrastive data score` "
+                                           "would, into its own files. Resources are the model run's slurm.* keys "
+                                           "(one node, one task, at most one GPU); change them with slurm.KEY=VALUE "
+                                           "arguments among the shard patterns.")
+    add_score_arguments(scoring)
+    scoring.add_argument("--tasks", type=int, default=None, metavar="N",
+                         help="array tasks (default: one per shard up to slurm.array_parallelism; 1 with --local)")
+    _add_common_flags(scoring)
+    scoring.set_defaults(run=submit_score)
+
 
 def _add_common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--local", action="store_true",
@@ -84,6 +102,13 @@ def run_evaluation(checkpoint: str, overrides: list[str]) -> list[dict[str, floa
     from contrastive.evaluate import evaluate_checkpoint
 
     return evaluate_checkpoint(checkpoint, overrides, progress=False)[1]
+
+
+def run_scoring(job: ScoreJob) -> ScoreReport:
+    """A scoring task's body (runs inside the job)."""
+    from contrastive.scoring import score_shards
+
+    return score_shards(job, progress=False)
 
 
 def resources_of(cfg: Config) -> Resources:
@@ -122,7 +147,7 @@ def submit_train(args: argparse.Namespace) -> int:
     for warning in dict.fromkeys(warnings):
         print(warning)
     with _removed_on_error(new_dirs):
-        todo = [(cfg, point) for cfg, point in zip(cfgs, points) if _check_run_dir(cfg, resources, args)]
+        todo = [(cfg, point) for cfg, point in zip(cfgs, points) if _check_run_dir(cfg, args)]
         if args.check:
             print(f"check passed: {count(len(todo), 'run')} to submit at world size {resources.world_size}"
                   f"{' (local)' if args.local else ''}; nothing submitted")
@@ -189,6 +214,49 @@ def submit_eval(args: argparse.Namespace) -> int:
     return _wait(jobs, [str(c) for c in checkpoints], _evaluated) if args.wait else 0
 
 
+def submit_score(args: argparse.Namespace) -> int:
+    from contrastive.commands.data import score_job
+    from contrastive.evaluate import run_of
+    from contrastive.scoring import model_checkpoint, pending_shards, split_job
+    from slurm import launch
+    from slurm.fit import fit_to_target
+
+    if not args.check_paths:
+        raise ConfigError("submit score reads the shard list here to split it between the tasks, so the shards must "
+                          "be readable from this machine (drop --no-path-check)")
+    if args.tasks is not None and args.tasks < 1:
+        raise ConfigError(f"--tasks must be at least 1, got {args.tasks}")
+    overrides = [item for item in args.shards if SLURM_OVERRIDE.match(item)]
+    args.shards = [item for item in args.shards if not SLURM_OVERRIDE.match(item)]
+    if not args.shards:
+        raise FileNotFoundError("no shard pattern given (arguments: " + " ".join(overrides) + ")")
+    job = score_job(args)
+    cfg = run_of(*model_checkpoint(args.model), overrides).cfg
+    train_resources = resources_of(cfg)
+    resources = fit_to_target(dataclasses.replace(train_resources, nodes=1, tasks_per_node=1,
+                                                  gpus_per_node=min(1, train_resources.gpus_per_node)),
+                              local=args.local)
+    todo = pending_shards(job)
+    if not todo:
+        print(f"all {count(len(job.shards), 'shard')} already have their score file in {args.out}; nothing submitted")
+        return 0
+    tasks = args.tasks or (1 if args.local else resources.array_parallelism)
+    jobs_of_tasks = split_job(dataclasses.replace(job, shards=todo), tasks)
+    if args.check:
+        print(f"check passed: {count(len(todo), 'shard')} to score in {count(len(jobs_of_tasks), 'task')}"
+              f"{f' ({len(job.shards) - len(todo)} already scored)' if len(todo) < len(job.shards) else ''}; "
+              "nothing submitted")
+        return 0
+    log_dir = Path(args.out) / "slurm"
+    jobs = launch.submit([functools.partial(run_scoring, task) for task in jobs_of_tasks],
+                         [log_dir] * len(jobs_of_tasks), resources, local=args.local, job_name="score",
+                         array_folder=log_dir)
+    labels = [f"{count(len(task.shards), 'shard')}, {task.shards[0]} to {task.shards[-1]}" for task in jobs_of_tasks]
+    for submitted, label in zip(jobs, labels):
+        print(f"submitted job {submitted.job_id}: scoring {label} into {args.out} (logs in {log_dir})")
+    return _wait(jobs, labels, functools.partial(_scored, args.out)) if args.wait else 0
+
+
 def _common_resources(cfgs: list[Config], points: list[list[str]]) -> Resources:
     """A job array has one set of resources: a sweep over slurm.* keys must be submitted as separate sweeps."""
     resources = [resources_of(cfg) for cfg in cfgs]
@@ -200,13 +268,13 @@ def _common_resources(cfgs: list[Config], points: list[list[str]]) -> Resources:
     return resources[0]
 
 
-def _check_run_dir(cfg: Config, resources: Resources, args: argparse.Namespace) -> bool:
-    """False (with a message) for a run that already finished; raises for one this submission cannot resume."""
+def _check_run_dir(cfg: Config, args: argparse.Namespace) -> bool:
+    """False (with a message) for a run that already finished; raises for one this submission cannot resume. Another
+    world size than the run's last is fine: the run resumes elastically (docs/training.md)."""
     from contrastive.train import check_resume_config
 
     run_dir = Path(cfg.run_dir)
     check_resume_config(run_dir, cfg, args.allow_config_change)
-    run_state.check_world_size(run_dir, resources.world_size)
     finished = run_state.read(run_dir).finished_step
     if finished is not None and finished >= cfg.train.steps:
         print(f"{run_dir} already finished at step {finished} (train.steps={cfg.train.steps}); not submitted")
@@ -255,3 +323,7 @@ def _evaluated(checkpoint: str, results: list[dict[str, float]]) -> str:
     step = int(metrics.pop("step"))
     scores = ", ".join(f"{name} {format_metric(name, value)}" for name, value in headline(metrics).items())
     return f"evaluated {checkpoint} (step {step}): {scores}; {results_path(Path(checkpoint).parent.parent, step)}"
+
+
+def _scored(out: str, label: str, report: ScoreReport) -> str:
+    return f"scored {label}: {report.summary(out)}"

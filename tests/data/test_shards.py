@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from data.errors import DataError, ShardReadError
-from data.shards import ShardWriter, find_image, read_shard, sample_key, split_member_name
+from data.shards import ShardWriter, find_image, read_shard, sample_key, shard_keys, split_member_name
 from tests.data.loader_fixtures import good_sample, truncate_inside, write_shard
 
 
@@ -140,3 +140,11 @@ def test_pipe_shard_cut_at_a_member_boundary_raises(tmp_path: Path):
         for sample in read_shard(f"pipe:head -c {cut} {path}"):
             keys.append(sample.key)
     assert keys == ["k0"]  # k1 ends where the cut is: it may have lost members
+
+
+def test_shard_keys_are_the_keys_read_shard_yields_from_the_headers_alone(tmp_path: Path):
+    samples = [good_sample("d/k0"), good_sample("k1"), good_sample("k0"), good_sample("k1")]
+    path = write_shard(tmp_path / "a.tar", samples)
+    assert shard_keys(path) == [s.key for s in read_shard(path)] == ["d/k0", "k1", "k0", "k1"]
+    with pytest.raises(ShardReadError, match="a.tar"):
+        shard_keys(tmp_path / "missing" / "a.tar")
