@@ -3,9 +3,11 @@
     loader = StreamLoader(["shards/{000000..000127}.tar"], tokenizer, batch_size=256, image_size=224,
                           rank=rank, world_size=world_size, workers=8)
     batches = iter(loader)
-    batch = next(batches)            # Batch(images uint8 [B,3,H,W], tokens [B,L], keys, captions)
+    batch = next(batches)            # Batch(images uint8 [B,3,H,W], tokens [B,L], keys, captions, epochs)
     state = loader.state_dict()      # this rank's position after the last batch handed out
     loader.load_state_dict(state)    # on resume, before iter(): continues the same batch sequence
+    note = loader.resume(states)     # or every rank's states: the same sequence on the same layout, else
+                                     # data.elastic (each sample of the epochs begun once); note says so
 
 Slot l of this rank is DataLoader worker (l - first_slot) mod W, where first_slot is the slot whose
 batch comes next: the DataLoader always starts at worker 0 and then goes round-robin, so rotating
@@ -20,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from data.decode import ImageTransform
+from data.elastic import remap
 from data.errors import DataError
 from data.patterns import expand_patterns
 from data.plural import count
@@ -131,31 +134,87 @@ class StreamLoader:
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from a state_dict() of the same rank, world size and worker count (call before iter())."""
-        if state.get("format") != STATE_FORMAT:
-            raise DataError(f"data stream state has format {state.get('format')!r}, this code reads {STATE_FORMAT}")
+        self._check_inputs(state)
         saved = f"{count(state['world_size'], 'rank')} x {count(max(state['workers'], 1), 'worker slot')}"
         now = f"{count(self.world_size, 'rank')} x {self.slots_per_rank}"
-        if state["world_size"] != self.world_size or max(state["workers"], 1) != self.slots_per_rank:
+        if not self._same_layout(state):
             raise DataError(f"cannot resume the data stream: it was saved with {saved} (world_size="
                             f"{state['world_size']}, workers={state['workers']}), this run has {now} (world_size="
                             f"{self.world_size}, workers={self.workers}); the exact sample sequence needs the same "
-                            f"world size and worker count")
+                            f"world size and worker count (resume() with every rank's state continues on another)")
         if state["rank"] != self.rank:
             raise DataError(f"data stream state belongs to rank {state['rank']}, this is rank {self.rank}; give each "
                             f"rank its own state")
+        self._slot_states = [dict(s) for s in state["slots"]]
+        self._next_slot = state["next_slot"]
+        self._iterator_generation += 1
+
+    def resume(self, states: Sequence[dict]) -> Optional[str]:
+        """Continue from the state_dict() of every rank of a run, in rank order (call before iter()).
+
+        Saved with this world size and worker count (0 and 1 are the same), it is load_state_dict(states[rank]):
+        the uninterrupted sequence, and None. Saved with another, every sample of the epochs already begun is
+        still read exactly once and later epochs follow this layout (data.elastic); returns the line that says so.
+        """
+        if isinstance(states, dict):
+            raise TypeError("resume() takes the list of every rank's state_dict(); load_state_dict() takes one")
+        ranks = [state.get("rank") for state in states]
+        saved_world_size = states[0].get("world_size") if states else None
+        if saved_world_size is None or ranks != list(range(saved_world_size)):
+            raise DataError(f"data stream states: expected one per rank of the saved run (world_size="
+                            f"{saved_world_size}), in rank order; got ranks {ranks}")
+        for state in states:
+            self._check_inputs(state)
+            if state["workers"] != states[0]["workers"]:
+                raise DataError(f"data stream states: rank {state['rank']} was saved with workers={state['workers']}"
+                                f", rank 0 with workers={states[0]['workers']}; a run has one worker count")
+        saved = states[0]
+        if self._same_layout(saved):
+            self.load_state_dict(states[self.rank])
+            return None
+        remapped = remap([slot for state in states for slot in state["slots"]], self.num_slots,
+                         saved["shards_per_source"])
+        first = self.rank * self.slots_per_rank
+        self._slot_states = remapped.slots[first:first + self.slots_per_rank]
+        self._next_slot = 0
+        self._iterator_generation += 1
+        return (f"resuming {_layout(saved['world_size'], saved['workers'])} as "
+                f"{_layout(self.world_size, self.workers)}: {_continuing(remapped.epochs)}, sample order differs")
+
+    def _same_layout(self, state: dict) -> bool:
+        return state["world_size"] == self.world_size and max(state["workers"], 1) == self.slots_per_rank
+
+    def _check_inputs(self, state: dict) -> None:
+        """A state of this code's format, saved from the same shards, seed and shuffle buffer."""
+        if state.get("format") != STATE_FORMAT:
+            raise DataError(f"data stream state has format {state.get('format')!r}, this code reads {STATE_FORMAT}")
         mismatches = [f"{name}: saved {state[name]!r}, now {current!r}" for name, current in
                       [("seed", self.seed), ("shuffle_buffer", self.shuffle_buffer),
                        ("shards_per_source", [len(urls) for urls in self.sources])] if state[name] != current]
         if mismatches:
             raise DataError(f"cannot resume the data stream, its inputs changed ({'; '.join(mismatches)})")
-        self._slot_states = [dict(s) for s in state["slots"]]
-        self._next_slot = state["next_slot"]
-        self._iterator_generation += 1
 
     def skipped(self) -> dict[str, int]:
-        """Samples skipped so far by reason (plus unreadable_shard events), up to the last batch handed out."""
+        """Samples skipped so far by reason (plus unreadable_shard events), up to the last batch handed out. After a
+        resume on another layout rank 0 holds the counts from before it (data.elastic), so the run's sum is kept."""
         total: dict[str, int] = {}
         for state in self._slot_states:
             for reason, n in state["skipped"].items():
                 total[reason] = total.get(reason, 0) + n
         return total
+
+
+def _layout(world_size: int, workers: int) -> str:
+    return f"{count(world_size, 'rank')} x {count(workers, 'worker')}"
+
+
+def _continuing(epochs: list[range]) -> str:
+    """`epoch 0 continues exactly-once`, `epochs 2-3 continue ...`, per source when there are several."""
+    def named(begun: range) -> str:
+        return f"epoch {begun[0]}" if len(begun) == 1 else f"epochs {begun[0]}-{begun[-1]}"
+
+    if not any(epochs):
+        return "no epoch had begun"
+    if len(epochs) == 1:
+        return f"{named(epochs[0])} {'continues' if len(epochs[0]) == 1 else 'continue'} exactly-once"
+    return ", ".join(f"source {i} {named(begun)}" for i, begun in enumerate(epochs) if begun) + " continue exactly-once"

@@ -2,7 +2,8 @@
 
 A slot's position is a small dict of ints, taken after each batch: per source (epoch, samples
 handed out by its shuffle buffer in that epoch, bad ones included), the number of mixing draws,
-and the skip counts. Restoring it replays each source to its position by reading without decoding;
+and the skip counts; after a resume on another layout also, per source, the segments of other slots this one
+finishes first (data.elastic). Restoring it replays each source to its position by reading without decoding;
 mixing draws and per-sample randomness are keyed by counters, so the continuation is identical.
 """
 from __future__ import annotations
@@ -18,13 +19,15 @@ import torch
 from data.decode import ImageTransform, decode
 from data.errors import DataError
 from data.seeding import generator, unit_interval
-from data.stream import SourceStream
+from data.stream import Segment, SourceStream
 from data.validate import BadSample, label
 
 log = logging.getLogger("data.loader")
 
 Tokenizer = Callable[[list[str]], torch.Tensor]
-SlotState = dict  # {"draws": int, "samples_read": int, "skipped": {reason: int}, "sources": [[epoch, position], ...]}
+# {"draws": int, "samples_read": int, "skipped": {reason: int}, "sources": [[epoch, position], ...]}, plus
+# "segments": [[[num_slots, slot, epoch, position], ...] per source] while any are left to finish
+SlotState = dict
 
 BAD_FRACTION_LIMIT = 0.5
 BAD_FRACTION_MIN_SAMPLES = 100
@@ -36,6 +39,7 @@ class Batch(NamedTuple):
     tokens: torch.Tensor  # long [B, L]
     keys: list[str]
     captions: list[str]  # the caption drawn for each sample this visit
+    epochs: list[int]  # the epoch of its source each sample was read in
 
 
 def initial_slot_state(num_sources: int) -> SlotState:
@@ -71,22 +75,27 @@ class SlotBatcher:
         self.streams = [SourceStream(shards, source=i, slot=slot, num_slots=num_slots, seed=seed,
                                      buffer_size=shuffle_buffer, on_shard_error=self._shard_error)
                         for i, shards in enumerate(sources)]
-        for stream, (epoch, position) in zip(self.streams, state["sources"]):
-            stream.seek(epoch, position)
+        segments = state.get("segments", [[] for _ in sources])
+        for stream, (epoch, position), pending in zip(self.streams, state["sources"], segments):
+            stream.seek(epoch, position, [Segment(*segment) for segment in pending])
 
     def state(self) -> SlotState:
-        return {"draws": self.draws, "samples_read": self.samples_read, "skipped": dict(self.skipped),
-                "sources": [[s.epoch, s.position] for s in self.streams]}
+        state = {"draws": self.draws, "samples_read": self.samples_read, "skipped": dict(self.skipped),
+                 "sources": [[s.epoch, s.position] for s in self.streams]}
+        if any(s.segments for s in self.streams):  # absent otherwise: a stream never remapped keeps its old state
+            state["segments"] = [[list(segment) for segment in s.segments] for s in self.streams]
+        return state
 
     def __iter__(self) -> Iterator[tuple[Batch, SlotState]]:
         while True:
-            keys, images, captions = [], [], []
+            keys, images, captions, epochs = [], [], [], []
             for _ in range(self.batch_size):
-                key, image, caption = self._next_sample()
+                key, image, caption, epoch = self._next_sample()
                 keys.append(key)
                 images.append(image)
                 captions.append(caption)
-            yield Batch(torch.stack(images), self.tokenizer(captions), keys, captions), self.state()
+                epochs.append(epoch)
+            yield Batch(torch.stack(images), self.tokenizer(captions), keys, captions, epochs), self.state()
 
     def _choose_source(self) -> int:
         if len(self.streams) == 1:
@@ -94,16 +103,18 @@ class SlotBatcher:
         u = unit_interval("mix", self.seed, self.slot, self.draws) * self.cumulative_weights[-1]
         return min(bisect.bisect_right(self.cumulative_weights, u), len(self.streams) - 1)
 
-    def _next_sample(self) -> tuple[str, torch.Tensor, str]:
+    def _next_sample(self) -> tuple[str, torch.Tensor, str, int]:
         source = self._choose_source()
         self.draws += 1
+        stream = self.streams[source]
         while True:
-            epoch, position, raw = next(self.streams[source])
+            epoch, position, raw = next(stream)
             self.samples_read += 1
             try:
+                # Keyed by the slot whose share it is: a sample another slot left draws what that slot would have.
                 image, caption = decode(raw.members, self.transform,
-                                        generator("sample", self.seed, source, epoch, self.slot, position))
-                return raw.key, image, caption
+                                        generator("sample", self.seed, source, epoch, stream.sample_slot, position))
+                return raw.key, image, caption, epoch
             except BadSample as e:
                 self._count(e.reason)
                 self.warnings.warn(f"skipped sample {raw.key} in shard {raw.shard}: {e}")

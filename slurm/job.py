@@ -70,7 +70,6 @@ class TrainJob(Checkpointable):
         if state.finished_step is not None and state.finished_step >= self.steps:
             print(f"{run_dir} finished at step {state.finished_step} before this job; not rerun", flush=True)
             return CompletedRun(self.run_dir, state.finished_step, already_finished=True)
-        run_state.check_world_size(run_dir, dist_env.world_size)
         if dist_env.rank == 0:
             job_id = JobEnvironment().job_id
             state.world_size = dist_env.world_size

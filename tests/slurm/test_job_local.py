@@ -57,11 +57,13 @@ def test_a_finished_run_is_not_rerun_but_continues_to_more_steps(tmp_path):
     assert [step for step, _ in toy.starts(tmp_path)] == [0, 3] and run_state.read(tmp_path).finished_step == 5
 
 
-def test_another_world_size_is_refused_before_training(tmp_path):
+def test_a_job_that_comes_back_with_another_world_size_resumes(tmp_path):
     run_state.write(tmp_path, run_state.RunState(world_size=2, starts=1))
-    with pytest.raises(FailedJobError, match="was started with world size 2 .* this job has 1"):
-        submit_counter(tmp_path, steps=3).result()
-    assert toy.starts(tmp_path) == []
+    (tmp_path / "counter").write_text("2")  # where the 2-task job stopped
+    assert submit_counter(tmp_path, steps=4).result() == CompletedRun(str(tmp_path), 4, already_finished=False)
+    assert [step for step, _ in toy.starts(tmp_path)] == [2]
+    state = run_state.read(tmp_path)
+    assert (state.world_size, state.starts, state.finished_step) == (1, 2, 4)
 
 
 def test_no_requeue_past_max_requeues(tmp_path):
