@@ -10,7 +10,7 @@ import argparse
 import functools
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 from contrastive.stopping import Stopped, raising_on_stop
 from data.convert import DEFAULT_TEMPLATE, FORMATS, ConvertOptions, convert, imagefolder_records, table_records
@@ -198,13 +198,19 @@ def _filter(args: argparse.Namespace) -> int:
                             min_caption_words=args.min_caption_words, max_caption_words=args.max_caption_words,
                             min_image_size=args.min_image_size, languages=tuple(args.language),
                             language_field=args.language_field, dedup=args.dedup, source_field=args.source_field)
+    return _repack(args.out, lambda: filter_pool(args.shards, args.scores, args.out, options,
+                                                 max_samples_per_shard=args.max_samples_per_shard,
+                                                 workers=args.workers))
+
+
+def _repack(out: str, run: Callable[[], Any]) -> int:
+    """A command that writes OUT whole or not at all (data.repack): its summary, or one line if it is stopped."""
     try:
         with raising_on_stop():
-            report = filter_pool(args.shards, args.scores, args.out, options,
-                                 max_samples_per_shard=args.max_samples_per_shard, workers=args.workers)
+            report = run()
     except Stopped as e:
-        raise Stopped(e.signum, f"nothing was written to {args.out} (it appears only complete); run the same "
-                                "command again") from None
+        raise Stopped(e.signum, f"nothing was written to {out} (it appears only complete); run the same command "
+                                "again") from None
     print(report.summary())
     return 0
 
@@ -224,16 +230,10 @@ def _curate(args: argparse.Namespace) -> int:
         return 0
     if args.per_entry_cap is None:
         raise DataError("curate needs --per-entry-cap T (or --counts-only, to count a part of the pool)")
-    try:
-        with raising_on_stop():
-            report = curate_pool(args.shards, args.metadata, args.out, args.per_entry_cap, counts=args.counts,
-                                 seed=args.seed, lowercase=args.lowercase,
-                                 max_samples_per_shard=args.max_samples_per_shard, workers=args.workers)
-    except Stopped as e:
-        raise Stopped(e.signum, f"nothing was written to {args.out} (it appears only complete); run the same "
-                                "command again") from None
-    print(report.summary())
-    return 0
+    return _repack(args.out, lambda: curate_pool(args.shards, args.metadata, args.out, args.per_entry_cap,
+                                                 counts=args.counts, seed=args.seed, lowercase=args.lowercase,
+                                                 max_samples_per_shard=args.max_samples_per_shard,
+                                                 workers=args.workers))
 
 
 def add_score_arguments(parser: argparse.ArgumentParser) -> None:
