@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_DATA := demo_data
 DEMO_ARGS ?=
 
-.PHONY: install demo demo-data test faults bench bench-peers clean
+.PHONY: install demo demo-data test faults bench bench-peers bench-gpu clean
 
 install: $(STAMP)
 
@@ -18,7 +18,8 @@ $(STAMP): setup.cfg pyproject.toml
 
 demo-data: $(DEMO_DATA)/.complete
 
-$(DEMO_DATA)/.complete: | $(STAMP)
+# Rebuilt when the generator changes (a new evaluation set), so an older demo_data is never evaluated as new.
+$(DEMO_DATA)/.complete: data/synth.py data/scenes.py data/captions.py | $(STAMP)
 	$(BIN)/contrastive data synth $(DEMO_DATA)
 	$(BIN)/contrastive data inspect $(DEMO_DATA)/train
 	touch $@
@@ -41,10 +42,13 @@ bench: $(STAMP) demo-data
 	$(BIN)/python benchmarks/loader_throughput.py
 	$(BIN)/python benchmarks/loss_step_cost.py --quick
 	$(BIN)/python benchmarks/eval_throughput.py --quick
+	$(BIN)/python benchmarks/score_throughput.py
 	$(BIN)/python benchmarks/training_throughput.py
 	$(BIN)/python benchmarks/frozen_tower.py
+	$(BIN)/python benchmarks/compiled_step.py
 	$(BIN)/python benchmarks/start_from_weights.py --data $(DEMO_DATA)
 	$(BIN)/python benchmarks/stop_latency.py -c demo
+	$(BIN)/python benchmarks/checkpoint_stall.py
 	$(BIN)/python benchmarks/startup.py
 
 # Side by side with OpenCLIP (docs/benchmarks.md): a second venv holds the peer, a benchmark-only dependency that
@@ -61,6 +65,15 @@ $(PEERS_STAMP): Makefile
 
 bench-peers: $(STAMP) $(PEERS_STAMP) demo-data
 	$(BIN)/python benchmarks/versus_openclip.py --peer-python $(PEERS)/bin/python
+
+# One GPU, one command, under 5 minutes from a bare machine (docs/benchmarks.md, "One GPU"): ours and OpenCLIP's
+# ViT-B/16 steps; gpu.json and gpu.md go to BENCH_GPU_OUT. A longer budget, for the rows a short one cuts:
+# BENCH_GPU_ARGS='--budget-s 540'; one model: BENCH_GPU_ARGS='--models siglip_b16'
+BENCH_GPU_OUT ?= bench-gpu
+BENCH_GPU_ARGS ?=
+
+bench-gpu: $(STAMP)
+	$(BIN)/python benchmarks/gpu.py --out $(BENCH_GPU_OUT) $(BENCH_GPU_ARGS)
 
 clean:
 	rm -rf $(VENV) $(PEERS) $(DEMO_DATA) runs build *.egg-info

@@ -11,6 +11,7 @@ import sys
 from types import ModuleType
 from typing import Sequence
 
+from contrastive.commands import checkpoint as checkpoint_command
 from contrastive.commands import data as data_command
 from contrastive.commands import eval as eval_command
 from contrastive.commands import export_model as export_command
@@ -22,7 +23,7 @@ from contrastive.errors import USER_ERRORS
 from contrastive.stopping import Stopped
 
 COMMANDS: list[ModuleType] = [train_command, eval_command, import_command, export_command, submit_command,
-                              report_command, data_command]
+                              report_command, data_command, checkpoint_command]
 
 
 class IntermixedParser(argparse.ArgumentParser):

@@ -162,6 +162,7 @@ class TrainConfig:
     strategy: str = choice("ddp", "ddp", "fsdp")  # over ranks: replicated, or FSDP2-sharded (contrastive/sharding.py)
     max_bad_steps: int = at_least(5, 1)  # consecutive NaN/inf steps before the run stops
     on_checkpoint_error: str = choice("stop", "stop", "continue")  # a failed write (disk full): stop, or warn and go on
+    checkpoint_async: bool = False  # write checkpoints from a copy in CPU memory while training goes on
     collective_timeout_s: int = at_least(1800, 1)  # a rank waiting longer on the others fails instead of hanging
 
 

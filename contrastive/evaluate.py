@@ -1,17 +1,21 @@
 """Evaluation of a model or a checkpoint with the evaluators in eval/: `contrastive eval RUN_DIR_OR_CHECKPOINT`.
 
 Results go to RUN_DIR/eval/step_XXXXXX.json (atomically) and to tensorboard, under the stable names the
-evaluators give them (zeroshot/NAME/top1, retrieval/NAME/t2i_R@1, ...).
+evaluators give them (zeroshot/NAME/top1, retrieval/NAME/t2i_R@1, ...). What tasks keep for the next evaluation of
+the same weights (the linear probe's features) goes to RUN_DIR/eval/cache/, keyed by a digest of the weights.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
+from omegaconf import OmegaConf
 
-from contrastive.checkpoint import Checkpointer, CheckpointError, load_checkpoint
+from contrastive.checkpoint import (Checkpointer, CheckpointError, is_checkpoint, load_checkpoint_header,
+                                   load_checkpoint_weights)
 from contrastive.config import Config, from_yaml_text, load_config
 from contrastive.distributed import pick_device
 from contrastive.model import ContrastiveModel, build_model
@@ -47,6 +51,21 @@ def results_path(run_dir: Path, step: int) -> Path:
     return run_dir / "eval" / f"step_{step:06d}.json"
 
 
+def cache_dir(run_dir: Path) -> Path:
+    return run_dir / "eval" / "cache"
+
+
+def weights_key(model: torch.nn.Module, cfg: Config) -> str:
+    """A digest of the model's weights and its config (the image normalisation is not a saved tensor): the same
+    for the model training holds at step N and for its checkpoint loaded later, different for any other weights."""
+    digest = hashlib.sha256(OmegaConf.to_yaml(OmegaConf.structured(cfg.model)).encode())
+    with torch.no_grad():
+        for name, tensor in sorted(model.state_dict().items()):
+            digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}\n".encode())
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
 def evaluate_model(model: ContrastiveModel, tokenizer: Tokenizer, cfg: Config, device: torch.device, step: int,
                    run_dir: Path, progress: bool = False, tasks: Optional[TaskSpecs] = None) -> dict[str, float]:
     """The configured tasks (or only `tasks`); their metrics are merged into the step's results file, so an
@@ -55,6 +74,7 @@ def evaluate_model(model: ContrastiveModel, tokenizer: Tokenizer, cfg: Config, d
         model, tokenizer, build_tasks(configured_tasks(cfg) if tasks is None else tasks),
         image_size=cfg.model.image.image_size, resize=cfg.model.image.resize, batch_size=cfg.eval.batch_size,
         workers=cfg.eval.workers, device=device, autocast_dtype=autocast_dtype(cfg.train.precision), progress=progress,
+        cache_dir=cache_dir(run_dir), model_key=weights_key(model, cfg),
     )
     path = results_path(run_dir, step)
     write_json(path, {**(read_json(path)[1] if path.is_file() else {}), **metrics}, step=step)
@@ -90,7 +110,7 @@ def load_run(run_dir: Path, overrides: list[str]) -> LoadedRun:
 
 
 def load_model(run: LoadedRun, checkpoint: Path, device: torch.device) -> tuple[ContrastiveModel, int]:
-    state = load_checkpoint(checkpoint)
+    state = load_checkpoint_weights(checkpoint)
     model = build_model(run.cfg.model, run.cfg.loss, vocab_size=run.tokenizer.vocab_size, pad_id=run.tokenizer.pad_id)
     try:
         model.load_state_dict(state["model"])
@@ -101,16 +121,17 @@ def load_model(run: LoadedRun, checkpoint: Path, device: torch.device) -> tuple[
 
 
 def checkpoints_to_evaluate(path: Path, all_checkpoints: bool) -> tuple[Path, list[Path]]:
-    """(run dir, checkpoints) for a run dir (its latest, or all) or a single checkpoint file; a checkpoint outside
-    a run dir (RUN/checkpoints/step_N.pt) is a run dir of its own, its folder (its results go to FOLDER/eval/)."""
-    if path.is_file():
+    """(run dir, checkpoints) for a run dir (its latest, or all) or a single checkpoint of either format (a file, or
+    a sharded checkpoint's directory); a checkpoint outside a run dir (RUN/checkpoints/step_N.pt or step_N.dcp) is a
+    run dir of its own, its folder (its results go to FOLDER/eval/)."""
+    if is_checkpoint(path):
         in_run_dir = path.parent.name == "checkpoints" and (path.parent.parent / "config.yaml").is_file()
         return path.parent.parent if in_run_dir else path.parent, [path]
     if not path.is_dir():
-        raise CheckpointError(f"{path} is neither a run directory nor a checkpoint file")
+        raise CheckpointError(f"{path} is neither a run directory nor a checkpoint file or sharded checkpoint")
     checkpointer = Checkpointer(path)
     if all_checkpoints:
-        found = [checkpointer.path(step) for step in checkpointer.steps()]
+        found = checkpointer.checkpoints()
     else:
         latest = checkpointer.latest()
         found = [latest] if latest is not None else []
@@ -119,12 +140,29 @@ def checkpoints_to_evaluate(path: Path, all_checkpoints: bool) -> tuple[Path, li
     return path, found
 
 
+def checkpoint_of(source: Path, step: Optional[int]) -> tuple[Path, Path]:
+    """(run dir, checkpoint) as checkpoints_to_evaluate finds the latest, or the run dir's checkpoint of `step`."""
+    if step is None:
+        run_dir, (checkpoint,) = checkpoints_to_evaluate(source, all_checkpoints=False)
+        return run_dir, checkpoint
+    if is_checkpoint(source):
+        raise CheckpointError(f"--step {step} picks a checkpoint of a run dir; {source} is a checkpoint")
+    if not source.is_dir():
+        raise CheckpointError(f"{source} is not a run directory")
+    checkpointer = Checkpointer(source)
+    checkpoint = checkpointer.at(step)
+    if checkpoint is None:
+        steps = ", ".join(map(str, checkpointer.steps())) or "none"
+        raise CheckpointError(f"{source} has no checkpoint of step {step} (its steps: {steps})")
+    return source, checkpoint
+
+
 def run_of(run_dir: Path, checkpoint: Path, overrides: list[str]) -> LoadedRun:
     """The run `checkpoint` (one of checkpoints_to_evaluate's) belongs to: its run dir's config.yaml and
     tokenizer.json, or, for a checkpoint outside any run dir, the config and tokenizer it carries."""
     if checkpoint.parent.parent == run_dir:
         return load_run(run_dir, overrides)
-    state = load_checkpoint(checkpoint, mmap=True)
+    state = load_checkpoint_header(checkpoint)
     if "config" not in state or "tokenizer" not in state:
         raise CheckpointError(f"checkpoint {checkpoint} carries no {'config' if 'config' not in state else 'tokenizer'}"
                               " (it was written before checkpoints carried them): evaluate it inside its run dir, "

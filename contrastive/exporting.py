@@ -7,9 +7,10 @@ the peer's own loader with nothing of ours installed.
     hf         config.json, model.safetensors, preprocessor_config.json and tokenizer files:
                CLIPModel / SiglipModel.from_pretrained(OUT), CLIPProcessor / SiglipProcessor.from_pretrained(OUT)
 
-The checkpoint: the run dir's `latest`, `--step N`, or a checkpoint file. Everything the target cannot carry (Llip's
-mixture tokens, an image tower it has no class for, a text pooling it lacks) is one error from the config alone,
-before anything is read or written; OUT appears complete or not at all (data.atomic.atomic_directory).
+The checkpoint: the run dir's `latest`, `--step N`, or a checkpoint (a file, or a sharded checkpoint's directory,
+read whole in this process). Everything the target cannot carry (Llip's mixture tokens, an image tower it has no
+class for, a text pooling it lacks) is one error from the config alone, before anything is read or written; OUT
+appears complete or not at all (data.atomic.atomic_directory).
 """
 from __future__ import annotations
 
@@ -21,10 +22,10 @@ import torch
 import yaml
 
 from contrastive import hf_format, openclip_format
-from contrastive.checkpoint import Checkpointer, load_checkpoint
+from contrastive.checkpoint import load_checkpoint_weights
 from contrastive.config import Config, to_yaml
-from contrastive.errors import CheckpointError, FormatError
-from contrastive.evaluate import LoadedRun, checkpoints_to_evaluate, run_of
+from contrastive.errors import FormatError
+from contrastive.evaluate import LoadedRun, checkpoint_of, run_of
 from contrastive.importing import SAVED_CONFIG
 from contrastive.peer_models import exported_loss
 from contrastive.peer_tokenizers import PeerTokenizer, peer_tokenizer_files
@@ -37,12 +38,12 @@ def export_model(source: Path, target: Target, out: Path, step: Optional[int] = 
     """Writes OUT; returns the checkpoint exported."""
     if not is_free_folder(out):
         raise FormatError(f"{out} exists and is not empty: export into a new folder")
-    run_dir, checkpoint = _checkpoint(source, step)
+    run_dir, checkpoint = checkpoint_of(source, step)
     run = run_of(run_dir, checkpoint, [])
     family = exported_loss(run.cfg)  # refuses what no peer model scores (Llip's mixture tokens)
     tokenizer = peer_tokenizer_files(run.tokenizer, target, family)
     config_files, convert = EXPORTS[target](run, tokenizer)  # refuses what the target cannot carry
-    state = convert(load_checkpoint(checkpoint)["model"])
+    state = convert(load_checkpoint_weights(checkpoint)["model"])
     from safetensors.torch import save_file
 
     with atomic_directory(out) as staging:
@@ -52,20 +53,6 @@ def export_model(source: Path, target: Target, out: Path, step: Optional[int] = 
         save_file({name: value.contiguous() for name, value in state.items()}, staging / WEIGHTS[target],
                   metadata={"format": "pt"})
     return checkpoint
-
-
-def _checkpoint(source: Path, step: Optional[int]) -> tuple[Path, Path]:
-    """(run dir, checkpoint), as evaluation finds them (contrastive/evaluate.py), or the run dir's step `step`."""
-    if step is None:
-        run_dir, (checkpoint,) = checkpoints_to_evaluate(source, all_checkpoints=False)
-        return run_dir, checkpoint
-    if not source.is_dir():
-        raise CheckpointError(f"--step {step} picks a checkpoint of a run dir; {source} is a file")
-    path = Checkpointer(source).path(step)
-    if not path.is_file():
-        steps = ", ".join(map(str, Checkpointer(source).steps())) or "none"
-        raise CheckpointError(f"{source} has no checkpoint of step {step} (its steps: {steps})")
-    return source, path
 
 
 Convert = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]

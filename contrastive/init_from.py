@@ -1,12 +1,13 @@
 """A new run from weights trained elsewhere: `model.init_from` (the whole model: both towers and the loss's scale and
 bias), `model.image.init_from`, `model.text.init_from` (one tower; the other as the seed initialises it). A source is
-a run dir (its latest checkpoint: trained here, or made by `contrastive import`) or a checkpoint file. Only weights
-are taken: the optimizer, schedule, step counter and data stream start fresh. The run's own config says the
-architecture (e.g. `-c SOURCE/config.yaml`); every tensor taken is checked against it, and a mismatch is one error
-naming the tensors, at the pre-flight (before the run dir exists) as at the start. Position embeddings of another
-length are resampled: the image grid's bicubically (another image size or patch grid), the text context's by
-`model.text.position_stretch` (Long-CLIP's, or plain interpolation), so a run may grow its context beyond the
-source's. `model.image.init_from` also takes a timm `.safetensors` checkpoint of the trunk's architecture.
+a run dir (its latest checkpoint: trained here, or made by `contrastive import`) or a checkpoint (a file, or a
+sharded checkpoint's directory, read whole in this process). Only weights are taken: the optimizer, schedule, step
+counter and data stream start fresh. The run's own config says the architecture (e.g. `-c SOURCE/config.yaml`);
+every tensor taken is checked against it, and a mismatch is one error naming the tensors, at the pre-flight (before
+the run dir exists) as at the start. Position embeddings of another length are resampled: the image grid's
+bicubically (another image size or patch grid), the text context's by `model.text.position_stretch` (Long-CLIP's, or
+plain interpolation), so a run may grow its context beyond the source's. `model.image.init_from` also takes a timm
+`.safetensors` checkpoint of the trunk's architecture.
 
     contrastive train -c runs/openai-b32/config.yaml model.init_from=runs/openai-b32 data.shards=...   # fine-tune
     contrastive train -c demo model.image.init_from=runs/demo model.image.frozen=true run_dir=runs/lit  # LiT
@@ -20,7 +21,7 @@ from typing import Any, Mapping
 import torch
 from timm.layers import resample_abs_pos_embed
 
-from contrastive.checkpoint import load_checkpoint
+from contrastive.checkpoint import load_checkpoint_weights
 from contrastive.config import Config, ConfigError
 from contrastive.errors import CheckpointError
 from contrastive.evaluate import checkpoints_to_evaluate
@@ -73,7 +74,7 @@ def _source_state(key: str, path: Path, mmap: bool) -> tuple[str, Mapping[str, A
         _, (checkpoint,) = checkpoints_to_evaluate(path, all_checkpoints=False)
     except CheckpointError as e:
         raise ConfigError(f"config error: {key}={str(path)!r}: {e}") from None
-    return SOURCES[key], load_checkpoint(checkpoint, mmap=mmap)["model"]
+    return SOURCES[key], load_checkpoint_weights(checkpoint, mmap=mmap)["model"]
 
 
 def _resampled(name: str, value: torch.Tensor, shape: torch.Size, model: ContrastiveModel,

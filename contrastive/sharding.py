@@ -4,13 +4,15 @@
 FSDP shards each block of both towers (of the image tower, whatever timm model it is, its repeated blocks), the
 loss's scorer parameters (Llip's; the loss is called outside the model's forward, so it needs its own unit to be
 gathered for its call) and then the rest of the model (embeddings, final norms, projections). The loss's scalar
-temperature and bias stay replicated. Checkpoints hold the full, unsharded state, gathered onto rank 0's CPU: the model entries have the same names as under DDP, so `contrastive eval`
-loads them unchanged; the optimizer state is keyed by parameter name (DDP's by index), so a run resumes only
-under the strategy it was written with. Gathering everything on rank 0 is fine up to a few billion
-parameters (one copy in host memory); beyond that, torch.distributed.checkpoint's sharded files are the way.
+temperature and bias stay replicated. An FSDP run's checkpoints are sharded (contrastive/sharded_checkpoint.py):
+each rank writes its own shards of `sharded_state`, nothing is gathered, and `restore_state` reads them back at any
+world size. Their model entries have the same names as under DDP, so `contrastive eval` loads them into a plain
+model; the optimizer state is keyed by parameter name (DDP's by index), so a run resumes only under the strategy it
+was written with.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -23,6 +25,8 @@ from torch.distributed.fsdp import FSDPModule, fully_shard
 from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel
 
+from contrastive import sharded_checkpoint
+from contrastive.checkpoint import is_sharded_checkpoint, load_checkpoint
 from contrastive.config import ConfigError
 
 GATHER_ON_RANK0 = StateDictOptions(full_state_dict=True, cpu_offload=True)
@@ -70,9 +74,29 @@ def full_tensor(value: torch.Tensor) -> torch.Tensor:
     return value.full_tensor() if isinstance(value, DTensor) else value
 
 
+def sharded_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """{"model": ..., "optimizer": ...} as a sharded checkpoint stores them: this rank's shards (DTensors) of a
+    sharded model, the whole tensors of a plain one; the optimizer state keyed by parameter name."""
+    return {"model": get_model_state_dict(model), "optimizer": get_optimizer_state_dict(model, optimizer)}
+
+
+def restore_state(model: nn.Module, optimizer: torch.optim.Optimizer, checkpoint: Path) -> None:
+    """The model's and optimizer's state from `checkpoint`, on every rank. A sharded checkpoint is read in this
+    run's shards, whatever world size wrote it (a collective); a single file is read whole and sharded as
+    `load_full_state` does."""
+    if is_sharded_checkpoint(checkpoint):
+        state = sharded_state(model, optimizer)
+        sharded_checkpoint.load_into(checkpoint, state)
+        set_model_state_dict(model, state["model"])
+        set_optimizer_state_dict(model, optimizer, state["optimizer"])
+        return
+    state = load_checkpoint(checkpoint, mmap=True)
+    load_full_state(model, optimizer, state["model"], state["optimizer"])
+
+
 def full_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Model and optimizer state dicts as a checkpoint stores them. Under FSDP this is a collective (every rank
-    calls it) and only rank 0 gets the entries."""
+    """Model and optimizer state dicts as a single-file checkpoint stores them. Under FSDP this is a collective
+    (every rank calls it) and only rank 0 gets the entries."""
     if not is_sharded(model):
         return model.state_dict(), optimizer.state_dict()
     return (get_model_state_dict(model, options=GATHER_ON_RANK0),

@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 import torch
 from contrastive import sharding, stopping
-from contrastive.checkpoint import Checkpointer, load_checkpoint
+from contrastive.checkpoint import Checkpointer, load_checkpoint_header
 from contrastive.config import Config, ConfigError, diff, from_yaml_text, import_plugins, to_yaml
 from contrastive.distributed import DistEnv, StopVote, all_gather_objects, barrier, init_distributed
 from contrastive.errors import CheckpointError, TrainingDiverged
@@ -29,13 +29,15 @@ from contrastive.step import Autocast, autocast_for, compiled_forward, forward_a
 from data.atomic import atomic_write_bytes
 from data.loader import StreamLoader
 from data.plural import count
+from data.seeding import derive_seed
 from data.tokenizer import Tokenizer
 from eval.results import headline, metric_lines
 
 # Keys that may change between a run and its resumption: they change how it is run, not what it computes.
 RESUMABLE_CHANGES = ("train.steps", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
                      "train.max_bad_steps", "train.compile", "train.grad_checkpointing", "train.device",
-                     "train.on_checkpoint_error", "train.collective_timeout_s", "eval.", "slurm.")
+                     "train.on_checkpoint_error", "train.collective_timeout_s", "train.checkpoint_async", "eval.",
+                     "slurm.")
 
 
 @dataclass
@@ -50,10 +52,11 @@ def train(cfg: Config, allow_config_change: bool = False, check_paths: bool = Tr
     stopping.install_handlers()
     env = init_distributed(cfg.train.device, cfg.train.collective_timeout_s)
     run_dir = Path(cfg.run_dir)
-    checkpointer = Checkpointer(run_dir, keep=cfg.train.keep_checkpoints)
+    checkpointer = Checkpointer(run_dir, keep=cfg.train.keep_checkpoints, sharded=cfg.train.strategy == "fsdp",
+                                collective_timeout_s=cfg.train.collective_timeout_s)
     resume_from = checkpointer.latest()
     if resume_from is not None:
-        imported_from = load_checkpoint(resume_from, mmap=True).get("imported_from")
+        imported_from = load_checkpoint_header(resume_from).get("imported_from")
         if imported_from is not None:
             raise CheckpointError(f"{run_dir} holds an imported model ({imported_from}), weights without training "
                                   f"state: training does not resume from it; start a new run dir from it with "
@@ -88,7 +91,7 @@ def train(cfg: Config, allow_config_change: bool = False, check_paths: bool = Tr
 
     start_step = 0
     if resume_from is not None:
-        start_step = restore(load_checkpoint(resume_from), model, optimizer, loader, env, resume_from)
+        start_step = restore(load_checkpoint_header(resume_from), model, optimizer, loader, env, resume_from)
         if env.is_main:
             print(f"resuming {run_dir} from {resume_from.name} (step {start_step})", flush=True)
     if env.is_main:
@@ -164,7 +167,7 @@ def _steps(run: _Training, vote: StopVote) -> TrainResult:
             stop = _evaluate(cfg, env, _eval_model(cfg, env, run.model, run.tokenizer), run.tokenizer, logger, step)
         if checkpointing:
             saved = save(run.checkpointer, step, run.model, run.optimizer, run.loader, env, cfg,
-                         final=step == t.steps)
+                         final=step == t.steps, wait=stop)
         if stop:
             if env.is_main:
                 how = f"stop requested ({stopping.signal_name(stopping.stop_signal())})"
@@ -271,27 +274,40 @@ def _already_finished(cfg: Config, env: DistEnv, checkpoint: Path) -> TrainResul
 
 
 def save(checkpointer: Checkpointer, step: int, model: ContrastiveModel, optimizer: torch.optim.Optimizer,
-         loader: StreamLoader, env: DistEnv, cfg: Config, final: bool) -> bool:
-    """Write the checkpoint of `step` from rank 0; True if it was written. A failed write stops training on every
-    rank, unless train.on_checkpoint_error=continue and it is not the `final` one, without which the run would end
-    looking finished but without its last steps."""
+         loader: StreamLoader, env: DistEnv, cfg: Config, final: bool, wait: bool = False) -> bool:
+    """Write the checkpoint of `step`: under FSDP every rank writes its shards, otherwise rank 0 one file. True if it
+    was written, or handed to the background: with train.checkpoint_async the write goes on from a copy in CPU memory
+    while training does, and the next save first waits for it and reports its failure. The `final` checkpoint, and
+    one the run stops after (`wait`), are written before this returns. A failed write stops training on every rank,
+    unless train.on_checkpoint_error=continue and it is not the `final` one, without which the run would end looking
+    finished but without its last steps."""
+    if cfg.train.checkpoint_async:
+        _check_written(checkpointer.wait(), env, cfg, final=False)
+    background = cfg.train.checkpoint_async and not (final or wait)
     per_rank = all_gather_objects({"data": loader.state_dict(), "rng": rng_state()})
-    model_state, optimizer_state = sharding.full_state(model, optimizer)
+    run_state = {
+        "step": step,
+        "world_size": env.world_size,
+        "data": [r["data"] for r in per_rank],
+        "rng": [r["rng"] for r in per_rank],
+        "config": to_yaml(cfg),
+        "tokenizer": (Path(cfg.run_dir) / "tokenizer.json").read_text(encoding="utf-8"),  # self-describing
+    }
     failure = None
-    if env.is_main:
-        try:
-            checkpointer.save(step, {
-                "step": step,
-                "world_size": env.world_size,
-                "model": model_state,
-                "optimizer": optimizer_state,
-                "data": [r["data"] for r in per_rank],
-                "rng": [r["rng"] for r in per_rank],
-                "config": to_yaml(cfg),
-                "tokenizer": (Path(cfg.run_dir) / "tokenizer.json").read_text(encoding="utf-8"),  # self-describing
-            })
-        except CheckpointError as e:
-            failure = str(e)
+    try:
+        if checkpointer.sharded:
+            checkpointer.save_sharded(step, sharding.sharded_state(model, optimizer), run_state, background)
+        else:
+            model_state, optimizer_state = sharding.full_state(model, optimizer)
+            if env.is_main:
+                checkpointer.save(step, {**run_state, "model": model_state, "optimizer": optimizer_state}, background)
+    except CheckpointError as e:
+        failure = str(e)
+    return _check_written(failure, env, cfg, final)
+
+
+def _check_written(failure: Optional[str], env: DistEnv, cfg: Config, final: bool) -> bool:
+    """train.on_checkpoint_error applied to a write's outcome; True if it was written."""
     failure = all_gather_objects(failure)[0]  # every rank learns rank 0's outcome (and waits for it)
     if failure is not None:
         if cfg.train.on_checkpoint_error == "stop":
@@ -306,13 +322,14 @@ def save(checkpointer: Checkpointer, step: int, model: ContrastiveModel, optimiz
 
 def restore(state: dict[str, Any], model: ContrastiveModel, optimizer: torch.optim.Optimizer,
             loader: StreamLoader, env: DistEnv, path: Path) -> int:
-    if state["world_size"] != env.world_size:
-        raise ConfigError(f"checkpoint {path} was written by {state['world_size']} processes and this run has "
-                          f"{env.world_size}: the data stream cannot be remapped exactly; resume with "
-                          f"{state['world_size']} processes or start a new run dir")
-    sharding.load_full_state(model, optimizer, state["model"], state["optimizer"])
-    loader.load_state_dict(state["data"][env.rank])
-    set_rng_state(state["rng"][env.rank])
+    sharding.restore_state(model, optimizer, path)  # `state` is the header; the weights come from `path`
+    layout_change = loader.resume(state["data"])  # another world size or data.workers: each sample still once
+    if layout_change is not None and env.is_main:
+        print(layout_change, flush=True)
+    if state["world_size"] == env.world_size:
+        set_rng_state(state["rng"][env.rank])
+    else:  # the saved streams were another layout's: a fresh one from this rank's seed (set by train) and the step
+        torch.manual_seed(derive_seed(torch.initial_seed(), int(state["step"])))
     return int(state["step"])
 
 

@@ -1,6 +1,6 @@
 """FSDP2 (train.strategy=fsdp) on CPU with gloo at W = 2 against DDP on the same tiny model and batches: same
-losses, gradient norms and weights; and a sharded run's checkpoints resume exactly and load into a plain model,
-as `contrastive eval` loads them."""
+losses, gradient norms and weights; and an FSDP run's sharded checkpoints resume exactly and load into a plain
+model, as `contrastive eval` loads them."""
 import contextlib
 import shutil
 from pathlib import Path
@@ -68,8 +68,8 @@ def _train_fsdp_then_resume_a_copy_from_step_2(root: str) -> list[int]:
     steps = [train(tiny_config(Path(root), f"run_dir={Path(root) / 'straight'}", *overrides)).step]
     if dist.get_rank() == 0:
         shutil.copytree(Path(root) / "straight", Path(root) / "resumed")
-        (Path(root) / "resumed/checkpoints/step_000004.pt").unlink()
-        (Path(root) / "resumed/checkpoints/latest").write_text("step_000002.pt\n")
+        shutil.rmtree(Path(root) / "resumed/checkpoints/step_000004.dcp")
+        (Path(root) / "resumed/checkpoints/latest").write_text("step_000002.dcp\n")
     dist.barrier()
     resumed = tiny_config(Path(root), f"run_dir={Path(root) / 'resumed'}", *overrides)
     steps.append(train(resumed, allow_config_change=True).step)  # the copied config.yaml names the other run_dir

@@ -153,14 +153,17 @@ def _stop_on_rank1(root: str) -> tuple[int, bool]:
     return result.step, result.stopped_by_signal
 
 
-def test_a_stop_on_one_rank_stops_every_rank_at_the_same_step(tmp_path):
+def test_a_stop_on_one_rank_stops_every_rank_at_the_same_step_and_one_rank_resumes_the_run(tmp_path, capsys):
     tiny_config(tmp_path)  # writes the shards and the tokenizer once, before the ranks start
     results = run_ranks(_stop_on_rank1, 2, str(tmp_path))
     assert results == [(4, True), (4, True)]  # the vote of step 3 is read at step 4, without making a step wait
     checkpoint = load_checkpoint(Checkpointer(tmp_path / "run").latest())
     assert checkpoint["step"] == 4 and checkpoint["world_size"] == 2 and len(checkpoint["data"]) == 2
-    with pytest.raises(ConfigError, match="written by 2 processes and this run has 1"):
-        train(tiny_config(tmp_path, "train.steps=8", "train.checkpoint_every=100"))
+    result = train(tiny_config(tmp_path, "train.steps=8", "train.checkpoint_every=100"))
+    assert (result.step, result.finished) == (8, True)
+    assert ("resuming 2 ranks x 0 workers as 1 rank x 0 workers: epoch 0 continues exactly-once, sample order "
+            "differs\n") in capsys.readouterr().out
+    assert load_checkpoint(Checkpointer(tmp_path / "run").latest())["world_size"] == 1
 
 
 @pytest.mark.parametrize("tower", [[], ["model.image.timm_name=convnext_atto",
