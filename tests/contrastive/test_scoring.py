@@ -243,7 +243,7 @@ def test_bad_input_is_one_clear_error_and_writes_nothing(setup, tmp_path, capsys
         shard = f"{setup['pool']}/shard-{{000000..000003}}.tar"
         expected = r"shard pattern '.*shard-\{000000..000003\}.tar': 1 file missing, first .*/shard-000003.tar"
     elif problem == "missing model":
-        model, expected = str(tmp_path / "no-run"), r".*no-run is neither a run directory nor a checkpoint file"
+        model, expected = str(tmp_path / "no-run"), r".*no-run is neither a run directory nor a checkpoint file or sharded checkpoint"
     else:
         out.write_text("")
         expected = r"--out .*scores is a file, not a folder for score files"
