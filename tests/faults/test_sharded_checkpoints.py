@@ -78,7 +78,8 @@ def test_a_full_disk_on_one_of_two_ranks_stops_both_with_one_error_and_latest_in
         # exit 2 as the CLI returns it, or gloo's abort at process exit after the error was printed (DESIGN.md)
         assert result.returncode == (-signal.SIGABRT if GLOO_EXIT_ABORT in result.output else 2)
     assert checkpoints.latest().name == "step_000002.dcp" and partial_writes(checkpoints) == []
-    assert all(r.returncode == 0 for r in run_ranks_as_processes(overrides, 2))  # room again: the pair resumes
+    for result in run_ranks_as_processes(overrides, 2):  # room again: the pair resumes (gloo may abort at exit)
+        assert result.returncode == (-signal.SIGABRT if GLOO_EXIT_ABORT in result.output else 0), result.output[-3000:]
     assert checkpoints.latest().name == "step_000010.dcp" and checkpoints.steps() == [6, 8, 10]
     figures["sharded checkpoint writes failed (ENOSPC) with latest intact"] += 1
 
