@@ -30,7 +30,7 @@ from torch.distributed.checkpoint.staging import DefaultStager, StagingOptions
 from contrastive import sharded_checkpoint
 from contrastive.errors import CheckpointError
 from contrastive.sharded_checkpoint import RUN_STATE
-from data.atomic import AtomicFile, atomic_write_bytes
+from data.atomic import AtomicFile, atomic_write_bytes, fsync_directory
 
 SINGLE_FILE, SHARDED, PARTIAL = ".pt", ".dcp", ".partial"
 STEP_NAME = re.compile(r"^step_(\d{6,})\.(pt|dcp)$")
@@ -160,7 +160,7 @@ class Checkpointer:
                 if final.exists():  # complete, but a killed run never named it in `latest`: this one replaces it
                     shutil.rmtree(final)
                 os.replace(partial, final)
-                _fsync_directory(self.dir)  # the rename is on disk before `latest` names it
+                fsync_directory(self.dir)  # the rename is on disk before `latest` names it
                 self._name_latest(final)
         except (OSError, CheckpointError) as e:
             if _is_main():
@@ -258,14 +258,6 @@ def is_checkpoint(path: Path) -> bool:
 
 def _is_main() -> bool:
     return not dist.is_initialized() or dist.get_rank() == 0
-
-
-def _fsync_directory(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def consolidate(checkpoint: Path) -> Path:

@@ -29,7 +29,7 @@ class AtomicFile:
         self.file.close()
         os.chmod(self.tmp_path, 0o644)  # mkstemp creates 0600; what we write is meant to be read by others
         os.replace(self.tmp_path, self.path)
-        _fsync_directory(self.path.parent)  # the rename itself survives a crash only once the directory is on disk
+        fsync_directory(self.path.parent)  # the rename itself survives a crash only once the directory is on disk
 
     def discard(self) -> None:
         self.file.close()
@@ -85,7 +85,7 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
         if path.exists():
             path.rmdir()  # empty (checked above): the rename needs the name free
         os.replace(staging, path)
-        _fsync_directory(path.parent)
+        fsync_directory(path.parent)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -98,10 +98,11 @@ def _fsync_tree(root: Path) -> None:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        _fsync_directory(Path(folder))
+        fsync_directory(Path(folder))
 
 
-def _fsync_directory(folder: Path) -> None:
+def fsync_directory(folder: Path) -> None:
+    """A rename or a new entry in `folder` survives a crash only once the folder itself is on disk."""
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)

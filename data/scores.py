@@ -31,7 +31,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -39,6 +39,8 @@ import pyarrow.parquet as pq
 
 from data.atomic import AtomicFile
 from data.errors import DataError
+
+T = TypeVar("T")
 
 SUFFIX = ".parquet"
 SHARD_SUFFIX = ".tar"
@@ -158,12 +160,7 @@ def write_scores(path: str | os.PathLike, table: pa.Table, metadata: ScoreMetada
 def read_scores(path: str | os.PathLike) -> tuple[pa.Table, ScoreMetadata]:
     """A score file's rows (with the embedding columns if it has them) and its metadata."""
     path = Path(path)
-    try:
-        table = pq.read_table(path)
-    except FileNotFoundError:
-        raise DataError(f"score file {path} does not exist") from None
-    except (pa.ArrowException, OSError) as e:
-        raise DataError(f"{path} is not a readable Parquet score file: {e}") from None
+    table = _read(path, pq.read_table)
     metadata = _checked(table.schema, path)
     return table.replace_schema_metadata(None), metadata
 
@@ -171,13 +168,18 @@ def read_scores(path: str | os.PathLike) -> tuple[pa.Table, ScoreMetadata]:
 def read_metadata(path: str | os.PathLike) -> tuple[ScoreMetadata, bool]:
     """A score file's metadata and whether it holds the embedding columns, without reading its rows."""
     path = Path(path)
+    schema = _read(path, pq.read_schema)
+    return _checked(schema, path), IMAGE_EMBEDDING in schema.names
+
+
+def _read(path: Path, read: Callable[[Path], T]) -> T:
+    """`read(path)` (the rows, or only the schema), its failures as one error naming the file."""
     try:
-        schema = pq.read_schema(path)
+        return read(path)
     except FileNotFoundError:
         raise DataError(f"score file {path} does not exist") from None
     except (pa.ArrowException, OSError) as e:
         raise DataError(f"{path} is not a readable Parquet score file: {e}") from None
-    return _checked(schema, path), IMAGE_EMBEDDING in schema.names
 
 
 def _checked(schema: pa.Schema, path: Path) -> ScoreMetadata:
