@@ -101,8 +101,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                       help="remove samples whose image bytes (sha256) equal a sample's kept before, in pool order")
     filt.add_argument("--source-field", metavar="FIELD",
                       help="KEY.json field to count kept/total by in the summary (besides the source shard)")
-    filt.add_argument("--max-samples-per-shard", type=int, default=1000, metavar="N")
-    filt.add_argument("--workers", type=int, default=1, help="processes reading the source shards")
+    _add_repack_arguments(filt)
     filt.set_defaults(run=_filter)
 
     cur = commands.add_parser("curate", help="balance a pool over metadata entries (MetaCLIP)",
@@ -124,8 +123,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                           "(repeat, or a glob pattern)")
     cur.add_argument("--lowercase", action="store_true", help="match lower-cased captions against lower-cased entries")
     cur.add_argument("--seed", type=int, default=0, help="seed of the per-sample, per-entry coins")
-    cur.add_argument("--max-samples-per-shard", type=int, default=1000, metavar="N")
-    cur.add_argument("--workers", type=int, default=1, help="processes reading the source shards")
+    _add_repack_arguments(cur)
     cur.set_defaults(run=_curate)
 
     score = commands.add_parser("score", help="score every sample's image against its captions with a model",
@@ -136,6 +134,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                                             "stopped run to finish it.")
     add_score_arguments(score)
     score.set_defaults(run=_score)
+
+
+def _add_repack_arguments(parser: argparse.ArgumentParser) -> None:
+    """What the commands that repack a pool into new shards (data.repack) share."""
+    parser.add_argument("--max-samples-per-shard", type=int, default=1000, metavar="N")
+    parser.add_argument("--workers", type=int, default=1, help="processes reading the source shards")
 
 
 def _synth(args: argparse.Namespace) -> int:
