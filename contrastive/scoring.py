@@ -31,7 +31,7 @@ from contrastive.evaluate import checkpoints_to_evaluate, load_model, run_of
 from contrastive.model import ContrastiveModel
 from contrastive.step import autocast_dtype
 from data.errors import DataError
-from data.patterns import expand_patterns
+from data.patterns import contiguous_slices, expand_patterns
 from data.plural import count
 from data.progress import ShardProgress
 from data.scores import ScoreMetadata, read_metadata, score_table, scores_path, shard_keys_sha256, write_scores
@@ -260,10 +260,6 @@ def _remove_stale_temp_files(path: Path) -> None:
 
 def split_job(job: ScoreJob, tasks: int) -> list[ScoreJob]:
     """At most `tasks` jobs, each a contiguous slice of the shard list (sizes differ by at most one)."""
-    if tasks < 1:
-        raise ValueError(f"tasks must be at least 1, got {tasks}")
-    tasks = min(tasks, len(job.shards))
-    size, extra = divmod(len(job.shards), tasks)
-    bounds = np.cumsum([0] + [size + (i < extra) for i in range(tasks)])
-    return [dataclasses.replace(job, shards=job.shards[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+    return [dataclasses.replace(job, shards=job.shards[s.start:s.stop])
+            for s in contiguous_slices(len(job.shards), tasks)]
 

@@ -29,10 +29,11 @@ import io
 import json
 import math
 import os
+import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 from fractions import Fraction
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -43,14 +44,16 @@ from PIL import Image
 
 from data.atomic import atomic_directory, atomic_write_text
 from data.errors import DataError, ShardReadError
+from data.patterns import contiguous_slices
 from data.plural import count
 from data.progress import bar
 from data.repack import SUMMARY, Repacker, RunWriter, SourceShard, check_output_folder, pool_shards, source_metadata
-from data.scores import KEY, SCORE, read_metadata, scores_path, shard_keys_sha256
+from data.scores import KEY, SCORE, ScoreMetadata, read_metadata, scores_path, shard_keys_sha256
 from data.shards import RawSample, find_image, read_shard, shard_keys
 from data.validate import CORRUPT_IMAGE, NO_IMAGE, BadSample, label, sample_captions
 from data.workers import ordered_map
 
+PLAN = "plan.json"  # in OUT.parts: the fingerprint of the filter its parts belong to
 UNSCORED = "unscored"
 SCORE_RULE = "score"
 BAD_SAMPLE = "bad sample"  # stands in REMOVAL_ORDER for data.validate's reasons
@@ -111,8 +114,10 @@ class ShardScores:
     error: Optional[str] = None
 
 
-def check_scores(scores_dir: str, shard: str) -> ShardScores:
-    """Run in a worker: errors come back as values (ordered_map's workers do not pass exceptions on)."""
+def check_scores(scores_dir: str, shard: str, against_shard: bool = True) -> ShardScores:
+    """Run in a worker: errors come back as values (ordered_map's workers do not pass exceptions on). Without
+    `against_shard` the score file alone is read (the scores another task of a split filter checks against its
+    shard)."""
     path = scores_path(scores_dir, shard)
     name = Path(shard).name
     if not path.is_file():
@@ -123,14 +128,17 @@ def check_scores(scores_dir: str, shard: str) -> ShardScores:
         table = pq.read_table(path, columns=[KEY, SCORE])
     except (DataError, pa.ArrowException, OSError) as e:
         return ShardScores(shard, error=f"shard {shard}: {e}")
+    if metadata.shard != name:
+        return ShardScores(shard, error=f"shard {shard}: its score file {path} is from another pool: it scores the "
+                                        f"shard {metadata.shard}")
+    if not against_shard:
+        return _scores_of(shard, path, table, metadata.samples, metadata)
     try:
         keys = shard_keys(shard)
     except ShardReadError as e:
         return ShardScores(shard, error=str(e))
     size = os.path.getsize(shard)
-    if metadata.shard != name:
-        problem = f"scores the shard {metadata.shard}"
-    elif metadata.shard_bytes != size:
+    if metadata.shard_bytes != size:
         problem = f"scores a shard of {metadata.shard_bytes} bytes, this one has {size}"
     elif metadata.samples != len(keys) or metadata.shard_keys_sha256 != shard_keys_sha256(keys):
         problem = "scores a shard of other sample keys"
@@ -139,15 +147,22 @@ def check_scores(scores_dir: str, shard: str) -> ShardScores:
     if problem is not None:
         return ShardScores(shard, error=f"shard {shard}: its score file {path} is from another pool: it {problem}")
     row_keys = table.column(KEY).to_pylist()
-    unscored = len(keys) - len(row_keys)
-    if unscored != sum(metadata.skipped.values()) or _unmatched_row(keys, row_keys) is not None:
-        return ShardScores(shard, error=f"shard {shard} is not fully scored in {path}: {len(row_keys)} rows and "
-                                        f"{sum(metadata.skipped.values())} skipped for {count(len(keys), 'sample')} "
-                                        "(or rows of keys it does not hold, in its order); score the shard again")
+    if _unmatched_row(keys, row_keys) is not None:
+        return ShardScores(shard, error=f"shard {shard} is not fully scored in {path}: it has rows of keys the "
+                                        "shard does not hold, or not in its order; score the shard again")
+    return _scores_of(shard, path, table, len(keys), metadata)
+
+
+def _scores_of(shard: str, path: Path, table: pa.Table, samples: int, metadata: ScoreMetadata) -> ShardScores:
+    rows = table.num_rows
+    if samples - rows != sum(metadata.skipped.values()):
+        return ShardScores(shard, error=f"shard {shard} is not fully scored in {path}: {rows} rows and "
+                                        f"{sum(metadata.skipped.values())} skipped for {count(samples, 'sample')}; "
+                                        "score the shard again")
     scores = table.column(SCORE).to_numpy().astype(np.float32)
     if not np.isfinite(scores).all():
         return ShardScores(shard, error=f"shard {shard}: {path} holds non-finite scores")
-    return ShardScores(shard, len(keys), scores, metadata.skipped, metadata.model)
+    return ShardScores(shard, samples, scores, metadata.skipped, metadata.model)
 
 
 def _unmatched_row(keys: list[str], row_keys: list[str]) -> Optional[str]:
@@ -214,6 +229,18 @@ class ShardOutcome:
     kept: list[KeptSample] = field(default_factory=list)  # the run's samples, in order
     source_samples: Counter[str] = field(default_factory=Counter)  # samples per source field value
     error: Optional[str] = None
+
+    def to_json(self, plan: str) -> dict[str, Any]:
+        return {"plan": plan, "shard": self.source.name, "samples": self.samples, "removed": dict(self.removed),
+                "kept": [[k.image_sha256.hex() if k.image_sha256 is not None else None, k.source_value]
+                         for k in self.kept],
+                "source_samples": dict(self.source_samples)}
+
+    @classmethod
+    def from_json(cls, source: SourceShard, data: dict[str, Any]) -> ShardOutcome:
+        return cls(source, data["samples"], Counter(data["removed"]),
+                   [KeptSample(bytes.fromhex(digest) if digest is not None else None, value)
+                    for digest, value in data["kept"]], Counter(data["source_samples"]))
 
 
 def filter_shard(options: FilterOptions, task: FilterTask) -> ShardOutcome:
@@ -363,59 +390,178 @@ class FilterReport:
         return "\n".join(lines)
 
 
+def parts_folder(out: str | os.PathLike) -> Path:
+    """Where the selection of each source shard waits to be packed into OUT: OUT.parts beside it."""
+    return Path(f"{os.fspath(out)}.parts")
+
+
+@dataclass(frozen=True)
+class FilterPlan:
+    """What every task of one filter shares: the pool, the rule's cut of each shard, and their fingerprint."""
+    shards: list[str]
+    options: FilterOptions
+    checked: list[ShardScores]
+    score_summary: dict[str, Any]
+    cuts: list[ShardCut]
+
+    @cached_property
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256(json.dumps({"shards": [Path(s).name for s in self.shards],
+                                            "options": _options_json(self.options)}, sort_keys=True).encode())
+        for shard_scores in self.checked:
+            digest.update(shard_scores.scores.tobytes())
+        return digest.hexdigest()
+
+
+def plan_filter(mapper: Any, shards: Sequence[str], scores_dir: str | os.PathLike, options: FilterOptions,
+                checked_shards: range, progress: Optional[bool]) -> FilterPlan:
+    """Every shard's scores, those in `checked_shards` checked against their shard as well; raises for the first
+    problem, before anything is written."""
+    own = set(checked_shards)
+    checks = [partial(check_scores, str(scores_dir), shard, index in own) for index, shard in enumerate(shards)]
+    checked = list(bar(mapper(_call, checks), desc="filter: check scores", total=len(shards), unit="shard",
+                       progress=progress))
+    for shard_scores in checked:
+        if shard_scores.error is not None:
+            raise DataError(shard_scores.error)
+    score_summary, cuts = score_cuts(options, checked)
+    return FilterPlan(list(shards), options, checked, score_summary, cuts)
+
+
+def _call(fn: Any) -> Any:
+    return fn()
+
+
+def select_parts(mapper: Any, plan: FilterPlan, scores_dir: str | os.PathLike, parts: Path, indices: range,
+                 progress: Optional[bool]) -> int:
+    """Filters the shards at `indices` that have no finished part yet into `parts`: per shard NNNNNN/, the run of
+    its kept samples, then NNNNNN.json, its outcome, written last (a part without it is redone). Returns how many
+    shards it filtered."""
+    parts.mkdir(parents=True, exist_ok=True)
+    plan_file = parts / PLAN
+    fingerprint = plan.fingerprint
+    if plan_file.is_file() and json.loads(plan_file.read_text())["plan"] != fingerprint:
+        raise DataError(f"{parts} holds the parts of another filter (other shards, options or scores than these): "
+                        "give the options it was started with, or remove it to start over")
+    atomic_write_text(plan_file, json.dumps({"plan": fingerprint, "shards": len(plan.shards)}) + "\n")
+    sources = [SourceShard(index, plan.shards[index], str(parts / f"{index:06d}")) for index in indices
+               if not _outcome_file(parts, index).is_file()]
+    for source in sources:
+        shutil.rmtree(source.run, ignore_errors=True)  # what a killed task left
+    tasks = [FilterTask(source, str(scores_path(scores_dir, source.path)), plan.cuts[source.index])
+             for source in sources]
+    for outcome in bar(mapper(partial(filter_shard, plan.options), tasks), desc="filter", total=len(tasks),
+                       unit="shard", progress=progress):
+        if outcome.error is not None:
+            raise DataError(outcome.error)
+        atomic_write_text(_outcome_file(parts, outcome.source.index), json.dumps(outcome.to_json(fingerprint)))
+    return len(tasks)
+
+
+def _outcome_file(parts: Path, index: int) -> Path:
+    return parts / f"{index:06d}.json"
+
+
+def pack_parts(plan: FilterPlan, parts: Path, out: str | os.PathLike, max_samples_per_shard: int,
+               progress: Optional[bool]) -> FilterReport:
+    """The parts' kept samples (every shard has its part), in pool order, into OUT (whole or not at all); the parts
+    are removed after."""
+    fingerprint = plan.fingerprint
+    removed: Counter[str] = Counter()
+    per_shard: dict[str, dict[str, int]] = {}
+    per_source: dict[str, dict[str, int]] = {}
+    seen: set[bytes] = set()
+    with atomic_directory(out) as staging, Repacker(staging, max_samples_per_shard) as repacker:
+        for index, shard in enumerate(bar(plan.shards, desc="filter: pack", unit="shard", progress=progress)):
+            source = SourceShard(index, shard, str(parts / f"{index:06d}"))
+            data = json.loads(_outcome_file(parts, index).read_text())
+            if data["plan"] != fingerprint:
+                raise DataError(f"{_outcome_file(parts, index)} is a part of another filter than this one: remove "
+                                f"{parts} to start over")
+            outcome = ShardOutcome.from_json(source, data)
+            removed.update(outcome.removed)
+            shard_counts = per_shard[source.name] = {"samples": outcome.samples, "kept": 0}
+            for value, n in outcome.source_samples.items():
+                per_source.setdefault(value, {"samples": 0, "kept": 0})["samples"] += n
+            for members, kept in zip(repacker.take_run(source, remove=False), outcome.kept):
+                if kept.image_sha256 is not None:
+                    if kept.image_sha256 in seen:
+                        removed[DUPLICATE] += 1
+                        continue
+                    seen.add(kept.image_sha256)
+                repacker.write(members)
+                shard_counts["kept"] += 1
+                if kept.source_value is not None:
+                    per_source[kept.source_value]["kept"] += 1
+        repacker.close()
+        unscored: Counter[str] = Counter()
+        for shard_scores in plan.checked:
+            unscored.update(shard_scores.skipped)
+        options = plan.options
+        report = FilterReport(
+            out=str(out), samples=sum(v["samples"] for v in per_shard.values()), kept=repacker.samples,
+            shards_written=len(repacker.shards), score=plan.score_summary, removed=_in_removal_order(removed, options),
+            unscored=dict(sorted(unscored.items())), models=sorted({c.model for c in plan.checked}),
+            per_shard=per_shard, source_field=options.source_field, per_source=dict(sorted(per_source.items())),
+            options={"max_samples_per_shard": max_samples_per_shard, **_options_json(options)})
+        atomic_write_text(Path(staging) / SUMMARY, json.dumps(report.to_json(), indent=2) + "\n")
+    shutil.rmtree(parts)
+    return report
+
+
+def _options_json(options: FilterOptions) -> dict[str, Any]:
+    return {**vars(options), "languages": list(options.languages)}
+
+
+@dataclass(frozen=True)
+class TaskReport:
+    """What one task of a split filter did."""
+    task: tuple[int, int]
+    shards: list[str]  # its slice of the pool
+    filtered: int  # of them, those it filtered (the others had a finished part)
+    parts: Path
+    finished: int  # finished parts of the whole pool, after this task
+    pool: int
+
+    def summary(self) -> str:
+        index, tasks = self.task
+        done = (f"{count(self.filtered, 'shard')} filtered" if self.filtered == len(self.shards) else
+                f"{self.filtered} filtered, {len(self.shards) - self.filtered} had finished before")
+        slice_ = f"{self.shards[0]} to {self.shards[-1]}" if self.shards else "no shard"
+        return (f"filter task {index}/{tasks}: {count(len(self.shards), 'shard')} ({slice_}), {done}, into "
+                f"{self.parts}; {self.finished} of {count(self.pool, 'shard')} of the pool finished: once every task "
+                "has, the same command without --task writes OUT")
+
+
 def filter_pool(patterns: Sequence[str], scores_dir: str | os.PathLike, out: str | os.PathLike,
                 options: FilterOptions, max_samples_per_shard: int = 1000, workers: int = 1,
-                progress: Optional[bool] = None) -> FilterReport:
+                progress: Optional[bool] = None, task: Optional[tuple[int, int]] = None) -> FilterReport | TaskReport:
+    """The whole filter (every shard without a finished part is filtered, then all are packed into OUT), or with
+    `task` = (I, N) only the I-th of N contiguous slices of the pool, into OUT.parts. The output is the same bytes
+    whatever the workers and tasks: each part depends on its shard and the plan alone, and packing reads them in
+    pool order."""
     options.check()
     shards = pool_shards(patterns)
     check_output_folder(out)
+    if max_samples_per_shard < 1:
+        raise DataError(f"--max-samples-per-shard must be at least 1, got {max_samples_per_shard}")
+    if task is not None and not 0 <= task[0] < task[1]:
+        raise DataError(f"--task {task[0]}/{task[1]}: the task index must be in 0 to {task[1] - 1}")
+    indices = range(len(shards)) if task is None else task_slice(len(shards), *task)
+    parts = parts_folder(out)
     with ordered_map(workers) as mapper:
-        checked = list(bar(mapper(partial(check_scores, str(scores_dir)), shards), desc="filter: check scores",
-                           total=len(shards), unit="shard", progress=progress))
-        for shard_scores in checked:
-            if shard_scores.error is not None:
-                raise DataError(shard_scores.error)
-        score_summary, cuts = score_cuts(options, checked)
-        with atomic_directory(out) as staging, Repacker(staging, max_samples_per_shard) as repacker:
-            tasks = [FilterTask(source, str(scores_path(scores_dir, source.path)), cut)
-                     for source, cut in zip(repacker.sources(shards), cuts)]
-            removed: Counter[str] = Counter()
-            per_shard: dict[str, dict[str, int]] = {}
-            per_source: dict[str, dict[str, int]] = {}
-            seen: set[bytes] = set()
-            for outcome in bar(mapper(partial(filter_shard, options), tasks), desc="filter", total=len(tasks),
-                               unit="shard", progress=progress):
-                if outcome.error is not None:
-                    raise DataError(outcome.error)
-                removed.update(outcome.removed)
-                shard_counts = per_shard[outcome.source.name] = {"samples": outcome.samples, "kept": 0}
-                for value, n in outcome.source_samples.items():
-                    per_source.setdefault(value, {"samples": 0, "kept": 0})["samples"] += n
-                for members, kept in zip(repacker.take_run(outcome.source), outcome.kept):
-                    if kept.image_sha256 is not None:
-                        if kept.image_sha256 in seen:
-                            removed[DUPLICATE] += 1
-                            continue
-                        seen.add(kept.image_sha256)
-                    repacker.write(members)
-                    shard_counts["kept"] += 1
-                    if kept.source_value is not None:
-                        per_source[kept.source_value]["kept"] += 1
-            repacker.close()
-            unscored: Counter[str] = Counter()
-            for shard_scores in checked:
-                unscored.update(shard_scores.skipped)
-            report = FilterReport(
-                out=str(out), samples=sum(v["samples"] for v in per_shard.values()), kept=repacker.samples,
-                shards_written=len(repacker.shards), score=score_summary, removed=_in_removal_order(removed, options),
-                unscored=dict(sorted(unscored.items())), models=sorted({c.model for c in checked}),
-                per_shard=per_shard, source_field=options.source_field,
-                per_source=dict(sorted(per_source.items())),
-                options={"max_samples_per_shard": max_samples_per_shard,
-                         **{k: v for k, v in vars(options).items() if k != "languages"},
-                         "languages": list(options.languages)})
-            atomic_write_text(Path(staging) / SUMMARY, json.dumps(report.to_json(), indent=2) + "\n")
-    return report
+        plan = plan_filter(mapper, shards, scores_dir, options, indices, progress)
+        filtered = select_parts(mapper, plan, scores_dir, parts, indices, progress)
+    if task is None:
+        return pack_parts(plan, parts, out, max_samples_per_shard, progress)
+    finished = sum(_outcome_file(parts, index).is_file() for index in range(len(shards)))
+    return TaskReport(task, [Path(shards[i]).name for i in indices], filtered, parts, finished, len(shards))
+
+
+def task_slice(shards: int, index: int, tasks: int) -> range:
+    """Task `index` of `tasks`'s contiguous slice of the pool (empty for a task beyond the shard count)."""
+    slices = contiguous_slices(shards, tasks)
+    return slices[index] if index < len(slices) else range(0)
 
 
 def _in_removal_order(removed: Counter[str], options: FilterOptions) -> dict[str, int]:

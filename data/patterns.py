@@ -51,3 +51,14 @@ def expand_patterns(patterns: Sequence[str], *, noun: str = "pattern", allow_pip
             raise DataError(f"{noun} {pattern!r}: {count(len(missing), 'file')} missing, first {missing[0]}")
         urls += matched
     return urls
+
+
+def contiguous_slices(items: int, parts: int) -> list[range]:
+    """At most `parts` contiguous, disjoint ranges covering range(items), in order, their sizes differing by at most
+    one: how a job array's tasks split a shard list."""
+    if parts < 1:
+        raise ValueError(f"parts must be at least 1, got {parts}")
+    parts = max(1, min(parts, items))
+    size, extra = divmod(items, parts)
+    starts = [i * size + min(i, extra) for i in range(parts + 1)]
+    return [range(a, b) for a, b in zip(starts[:-1], starts[1:])]

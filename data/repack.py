@@ -113,12 +113,14 @@ class Repacker:
         return [SourceShard(index, shard, str(self.folder / RUNS / f"{index:06d}")) for index, shard in
                 enumerate(shards)]
 
-    def take_run(self, source: SourceShard) -> Iterator[dict[str, bytes]]:
-        """The members of each sample of the run, in order; the run is removed once read."""
+    def take_run(self, source: SourceShard, remove: bool = True) -> Iterator[dict[str, bytes]]:
+        """The members of each sample of the run, in order; the run is removed once read, unless `remove` is False
+        (a run kept until the output is complete, so that a stopped repacking can start again)."""
         for run_shard in sorted(Path(source.run).glob("*.tar")):
             for sample in read_shard(run_shard):
                 yield sample.members
-        shutil.rmtree(source.run, ignore_errors=True)
+        if remove:
+            shutil.rmtree(source.run, ignore_errors=True)
 
     def write(self, members: dict[str, bytes]) -> None:
         key = sample_key(self._writer.samples_written)

@@ -1,13 +1,14 @@
 """`contrastive data {synth,convert,tokenizer,inspect,score,filter,curate}`: make, convert, check, score and curate
 datasets.
 
-data.synth, data.tokenizer and contrastive.scoring (which import torch) are imported by the commands that run them,
-not to parse.
+data.synth, data.tokenizer and contrastive.scoring (which import torch) and data.filtering (pyarrow) are imported by
+the commands that run them, not to parse.
 """
 from __future__ import annotations
 
 import argparse
 import functools
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -21,6 +22,7 @@ from data.plural import count
 
 if TYPE_CHECKING:
     from contrastive.scoring import ScoreJob
+    from data.filtering import FilterOptions
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -80,28 +82,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                                description="Keep the samples of a pool whose score (`data score`) passes a rule "
                                            "and that pass the simple filters given, repacked into new shards; "
                                            "OUT/summary.json counts what each rule removed (docs/curation.md).")
-    filt.add_argument("shards", nargs="+", metavar="SHARDS",
-                      help="brace/glob patterns or folders, e.g. 'd/shard-{000000..000007}.tar' or d/")
-    filt.add_argument("out", metavar="OUT", help="new folder for the shards and summary.json")
-    filt.add_argument("--scores", required=True, metavar="SCORES", help="folder of the pool's score files")
-    rule = filt.add_mutually_exclusive_group(required=True)
-    rule.add_argument("--keep-fraction", metavar="F",
-                      help="the top F of the pool's scored samples: exactly floor(F x N) of N, ties at the "
-                           "threshold broken by pool order")
-    rule.add_argument("--min-score", type=float, metavar="S", help="the samples scoring at least S")
-    filt.add_argument("--min-caption-words", type=int, metavar="N", help="every caption line has at least N words")
-    filt.add_argument("--max-caption-words", type=int, metavar="N", help="every caption line has at most N words")
-    filt.add_argument("--min-image-size", type=int, metavar="PX",
-                      help="the image's shorter side has at least PX pixels (KEY.json's width/height, else the "
-                           "image header)")
-    filt.add_argument("--language", action="append", default=[], metavar="VALUE",
-                      help="keep samples whose KEY.json language field is VALUE (repeat for several)")
-    filt.add_argument("--language-field", default="language", metavar="FIELD", help="KEY.json field of --language")
-    filt.add_argument("--dedup", action="store_true",
-                      help="remove samples whose image bytes (sha256) equal a sample's kept before, in pool order")
-    filt.add_argument("--source-field", metavar="FIELD",
-                      help="KEY.json field to count kept/total by in the summary (besides the source shard)")
-    _add_repack_arguments(filt)
+    add_filter_arguments(filt)
+    filt.add_argument("--task", metavar="I/N",
+                      help="filter only the I-th (from 0) of N contiguous slices of the pool into OUT.parts; once "
+                           "all N have, the same command without --task writes OUT (`submit filter` does both)")
     filt.set_defaults(run=_filter)
 
     cur = commands.add_parser("curate", help="balance a pool over metadata entries (MetaCLIP)",
@@ -134,6 +118,44 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                                             "stopped run to finish it.")
     add_score_arguments(score)
     score.set_defaults(run=_score)
+
+
+def add_filter_arguments(parser: argparse.ArgumentParser) -> None:
+    """`data filter`'s arguments, which `submit filter` takes too."""
+    parser.add_argument("shards", nargs="+", metavar="SHARDS",
+                        help="brace/glob patterns or folders, e.g. 'd/shard-{000000..000007}.tar' or d/")
+    parser.add_argument("out", metavar="OUT", help="new folder for the shards and summary.json")
+    parser.add_argument("--scores", required=True, metavar="SCORES", help="folder of the pool's score files")
+    rule = parser.add_mutually_exclusive_group(required=True)
+    rule.add_argument("--keep-fraction", metavar="F",
+                      help="the top F of the pool's scored samples: exactly floor(F x N) of N, ties at the "
+                           "threshold broken by pool order")
+    rule.add_argument("--min-score", type=float, metavar="S", help="the samples scoring at least S")
+    parser.add_argument("--min-caption-words", type=int, metavar="N", help="every caption line has at least N words")
+    parser.add_argument("--max-caption-words", type=int, metavar="N", help="every caption line has at most N words")
+    parser.add_argument("--min-image-size", type=int, metavar="PX",
+                        help="the image's shorter side has at least PX pixels (KEY.json's width/height, else the "
+                             "image header)")
+    parser.add_argument("--language", action="append", default=[], metavar="VALUE",
+                        help="keep samples whose KEY.json language field is VALUE (repeat for several)")
+    parser.add_argument("--language-field", default="language", metavar="FIELD", help="KEY.json field of --language")
+    parser.add_argument("--dedup", action="store_true",
+                        help="remove samples whose image bytes (sha256) equal a sample's kept before, in pool order")
+    parser.add_argument("--source-field", metavar="FIELD",
+                        help="KEY.json field to count kept/total by in the summary (besides the source shard)")
+    _add_repack_arguments(parser)
+
+
+def filter_options(args: argparse.Namespace) -> FilterOptions:
+    """The filter the arguments describe, checked."""
+    from data.filtering import FilterOptions
+
+    options = FilterOptions(keep_fraction=args.keep_fraction, min_score=args.min_score,
+                            min_caption_words=args.min_caption_words, max_caption_words=args.max_caption_words,
+                            min_image_size=args.min_image_size, languages=tuple(args.language),
+                            language_field=args.language_field, dedup=args.dedup, source_field=args.source_field)
+    options.check()
+    return options
 
 
 def _add_repack_arguments(parser: argparse.ArgumentParser) -> None:
@@ -196,15 +218,20 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _filter(args: argparse.Namespace) -> int:
-    from data.filtering import FilterOptions, filter_pool
+    from data.filtering import filter_pool
 
-    options = FilterOptions(keep_fraction=args.keep_fraction, min_score=args.min_score,
-                            min_caption_words=args.min_caption_words, max_caption_words=args.max_caption_words,
-                            min_image_size=args.min_image_size, languages=tuple(args.language),
-                            language_field=args.language_field, dedup=args.dedup, source_field=args.source_field)
+    options = filter_options(args)
+    task = parse_task(args.task) if args.task is not None else None
     return _repack(args.out, lambda: filter_pool(args.shards, args.scores, args.out, options,
                                                  max_samples_per_shard=args.max_samples_per_shard,
-                                                 workers=args.workers))
+                                                 workers=args.workers, task=task))
+
+
+def parse_task(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"(\d+)/(\d+)", text.strip())
+    if match is None or not int(match[1]) < int(match[2]):
+        raise DataError(f"--task {text!r} must be I/N with 0 <= I < N (the I-th of N slices of the pool, from 0)")
+    return int(match[1]), int(match[2])
 
 
 def _repack(out: str, run: Callable[[], Any]) -> int:

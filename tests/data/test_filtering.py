@@ -270,3 +270,80 @@ def test_cli_prints_the_summary_and_refuses_a_used_folder(tmp_path, capsys):
     assert cli.main(["data", "filter", *shards, str(tmp_path / "b"), "--scores", str(scores),
                      "--keep-fraction", "1.5"]) == 2
     assert "--keep-fraction must be in (0, 1]" in capsys.readouterr().err
+
+
+def _files(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+
+
+def _split_pool(tmp_path):
+    """Five shards (the mixed pool's three and two more), a duplicate image across task slices."""
+    samples = [[_sample(f"caption {'word ' * (i % 5)}", source=f"site{i % 3}") for i in range(j * 12, j * 12 + 12)]
+               for j in range(5)]
+    samples[0][3]["image"] = samples[4][7]["image"] = _png(9999)
+    rng = np.random.default_rng(1)
+    return _scored_pool(tmp_path, samples, [[float(rng.choice([0.25, 0.5, 0.75])) for _ in s] for s in samples])
+
+
+def test_any_split_into_tasks_writes_the_bytes_of_one_run(tmp_path):
+    shards, scores = _split_pool(tmp_path)
+    options = FilterOptions(keep_fraction="0.5", min_caption_words=2, dedup=True, source_field="source")
+    filter_pool(shards, scores, tmp_path / "whole", options, max_samples_per_shard=5)
+    whole = _files(tmp_path / "whole")
+    assert len([name for name in whole if name.endswith(".tar")]) > 3
+    for tasks, workers in ((2, 1), (3, 2), (7, 1)):  # 7 tasks for 5 shards: two have nothing to do
+        out = tmp_path / f"out-{tasks}"
+        reports = [filter_pool(shards, scores, out, options, max_samples_per_shard=5, workers=workers,
+                               task=(index, tasks)) for index in reversed(range(tasks))]
+        assert not out.exists() and sum(len(r.shards) for r in reports) == 5
+        assert reports[-1].finished == 5 and "without --task writes OUT" in reports[-1].summary()
+        report = filter_pool(shards, scores, out, options, max_samples_per_shard=5)
+        assert _files(out) == whole, f"{tasks} tasks"
+        assert report.kept == json.loads(whole["summary.json"])["kept"]
+        assert not Path(f"{out}.parts").exists()
+
+
+def test_a_rerun_task_redoes_only_the_shard_it_had_not_finished(tmp_path):
+    shards, scores = _split_pool(tmp_path)
+    options = FilterOptions(keep_fraction="0.5", dedup=True)
+    filter_pool(shards, scores, tmp_path / "whole", options, max_samples_per_shard=5)
+    out = tmp_path / "out"
+    first = filter_pool(shards, scores, out, options, max_samples_per_shard=5, task=(0, 2))
+    assert (first.shards, first.filtered) == (["part-0.tar", "part-1.tar", "part-2.tar"], 3)
+    parts = Path(f"{out}.parts")
+    # as a task killed in its third shard leaves it: the outcome missing, a half-written run
+    (parts / "000002.json").unlink()
+    (parts / "000002" / "shard-000000.tar").write_bytes(b"half a tar")
+    again = filter_pool(shards, scores, out, options, max_samples_per_shard=5, task=(0, 2))
+    assert again.filtered == 1 and "1 filtered, 2 had finished before" in again.summary()
+    filter_pool(shards, scores, out, options, max_samples_per_shard=5)  # does task 1's shards itself, then packs
+    assert _files(out) == _files(tmp_path / "whole")
+
+
+def test_parts_of_another_filter_are_refused(tmp_path):
+    shards, scores = _split_pool(tmp_path)
+    out = tmp_path / "out"
+    filter_pool(shards, scores, out, FilterOptions(keep_fraction="0.5"), task=(0, 2))
+    for options in (FilterOptions(keep_fraction="0.6"), FilterOptions(keep_fraction="0.5", dedup=True)):
+        with pytest.raises(DataError, match=r"out.parts holds the parts of another filter"):
+            filter_pool(shards, scores, out, options, task=(1, 2))
+    _write_scores(Path(shards[4]), scores, [0.5] * 12)  # the same options over other scores
+    with pytest.raises(DataError, match="holds the parts of another filter"):
+        filter_pool(shards, scores, out, FilterOptions(keep_fraction="0.5"))
+    assert not out.exists()
+
+
+def test_cli_task_runs_a_slice_and_the_plain_command_packs(tmp_path, capsys):
+    shards, scores = _split_pool(tmp_path)
+    out = tmp_path / "out"
+    argv = ["data", "filter", *shards, str(out), "--scores", str(scores), "--min-score", "0.5"]
+    for task in ("1/2", "0/2"):
+        assert cli.main([*argv, "--task", task]) == 0
+    printed = capsys.readouterr().out
+    assert f"filter task 1/2: 2 shards (part-3.tar to part-4.tar), 2 shards filtered, into {out}.parts" in printed
+    assert "5 of 5 shards of the pool finished" in printed
+    assert cli.main(argv) == 0
+    assert capsys.readouterr().out.startswith("filter: kept ")
+    for bad in ("2/2", "1", "-1/2", "a/b"):
+        assert cli.main([*argv[:3], str(tmp_path / "other"), *argv[4:], f"--task={bad}"]) == 2
+        assert "must be I/N with 0 <= I < N" in capsys.readouterr().err
