@@ -437,13 +437,9 @@ def select_parts(mapper: Any, plan: FilterPlan, scores_dir: str | os.PathLike, p
     """Filters the shards at `indices` that have no finished part yet into `parts`: per shard NNNNNN/, the run of
     its kept samples, then NNNNNN.json, its outcome, written last (a part without it is redone). Returns how many
     shards it filtered."""
-    parts.mkdir(parents=True, exist_ok=True)
-    plan_file = parts / PLAN
+    check_parts(plan, parts)
     fingerprint = plan.fingerprint
-    if plan_file.is_file() and json.loads(plan_file.read_text())["plan"] != fingerprint:
-        raise DataError(f"{parts} holds the parts of another filter (other shards, options or scores than these): "
-                        "give the options it was started with, or remove it to start over")
-    atomic_write_text(plan_file, json.dumps({"plan": fingerprint, "shards": len(plan.shards)}) + "\n")
+    atomic_write_text(parts / PLAN, json.dumps({"plan": fingerprint, "shards": len(plan.shards)}) + "\n")
     sources = [SourceShard(index, plan.shards[index], str(parts / f"{index:06d}")) for index in indices
                if not _outcome_file(parts, index).is_file()]
     for source in sources:
@@ -456,6 +452,14 @@ def select_parts(mapper: Any, plan: FilterPlan, scores_dir: str | os.PathLike, p
             raise DataError(outcome.error)
         atomic_write_text(_outcome_file(parts, outcome.source.index), json.dumps(outcome.to_json(fingerprint)))
     return len(tasks)
+
+
+def check_parts(plan: FilterPlan, parts: Path) -> None:
+    """Parts already in `parts` must be of this plan."""
+    plan_file = parts / PLAN
+    if plan_file.is_file() and json.loads(plan_file.read_text())["plan"] != plan.fingerprint:
+        raise DataError(f"{parts} holds the parts of another filter (other shards, options or scores than these): "
+                        "give the options it was started with, or remove it to start over")
 
 
 def _outcome_file(parts: Path, index: int) -> Path:
@@ -540,13 +544,7 @@ def filter_pool(patterns: Sequence[str], scores_dir: str | os.PathLike, out: str
     `task` = (I, N) only the I-th of N contiguous slices of the pool, into OUT.parts. The output is the same bytes
     whatever the workers and tasks: each part depends on its shard and the plan alone, and packing reads them in
     pool order."""
-    options.check()
-    shards = pool_shards(patterns)
-    check_output_folder(out)
-    if max_samples_per_shard < 1:
-        raise DataError(f"--max-samples-per-shard must be at least 1, got {max_samples_per_shard}")
-    if task is not None and not 0 <= task[0] < task[1]:
-        raise DataError(f"--task {task[0]}/{task[1]}: the task index must be in 0 to {task[1] - 1}")
+    shards = _check_arguments(patterns, out, options, max_samples_per_shard, task)
     indices = range(len(shards)) if task is None else task_slice(len(shards), *task)
     parts = parts_folder(out)
     with ordered_map(workers) as mapper:
@@ -556,6 +554,31 @@ def filter_pool(patterns: Sequence[str], scores_dir: str | os.PathLike, out: str
         return pack_parts(plan, parts, out, max_samples_per_shard, progress)
     finished = sum(_outcome_file(parts, index).is_file() for index in range(len(shards)))
     return TaskReport(task, [Path(shards[i]).name for i in indices], filtered, parts, finished, len(shards))
+
+
+def check_filter(patterns: Sequence[str], scores_dir: str | os.PathLike, out: str | os.PathLike,
+                 options: FilterOptions, max_samples_per_shard: int = 1000, workers: int = 1,
+                 progress: Optional[bool] = None) -> FilterPlan:
+    """Every check the filter's tasks make before they write, over the whole pool: what `submit filter` runs before
+    it submits."""
+    shards = _check_arguments(patterns, out, options, max_samples_per_shard, None)
+    with ordered_map(workers) as mapper:
+        plan = plan_filter(mapper, shards, scores_dir, options, range(len(shards)), progress)
+    check_parts(plan, parts_folder(out))
+    return plan
+
+
+def _check_arguments(patterns: Sequence[str], out: str | os.PathLike, options: FilterOptions,
+                     max_samples_per_shard: int, task: Optional[tuple[int, int]]) -> list[str]:
+    """The pool's shards, once the arguments are checked."""
+    options.check()
+    shards = pool_shards(patterns)
+    check_output_folder(out)
+    if max_samples_per_shard < 1:
+        raise DataError(f"--max-samples-per-shard must be at least 1, got {max_samples_per_shard}")
+    if task is not None and not 0 <= task[0] < task[1]:
+        raise DataError(f"--task {task[0]}/{task[1]}: the task index must be in 0 to {task[1] - 1}")
+    return shards
 
 
 def task_slice(shards: int, index: int, tasks: int) -> range:

@@ -1,9 +1,11 @@
-"""`contrastive submit {train,eval,score}`: training runs, sweeps (one job array), evaluations and the scoring of
-shards (one job array) as Slurm jobs, or as local processes with --local (submitit's local executor).
+"""`contrastive submit {train,eval,score,filter}`: training runs, sweeps (one job array), evaluations, the scoring
+of shards (one job array) and their filtering (one job array, then a job that packs) as Slurm jobs, or as local
+processes with --local (submitit's local executor).
 
     contrastive submit train -c demo train.steps=300 --sweep loss.name=clip,siglip,llip
     contrastive submit eval runs/demo --all
     contrastive submit score 'pool/{000000..009999}.tar' --model runs/demo --out scores/ --tasks 100
+    contrastive submit filter 'pool/{000000..009999}.tar' --scores scores/ filtered/ --keep-fraction 0.3 --tasks 100
 
 Everything is validated before anything is submitted: every sweep point's config, each run dir's saved
 config (a different one is refused unless --allow-config-change) and its world size. The training and
@@ -22,7 +24,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
-from contrastive.commands.data import add_score_arguments
+from contrastive.commands.data import add_filter_arguments, add_score_arguments, filter_options
 from contrastive.commands.train import add_check_flags
 from contrastive.config import Config, ConfigError, load_config, to_yaml
 from contrastive.stopping import request_stop
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
     import submitit
 
     from contrastive.scoring import ScoreJob, ScoreReport
+    from data.filtering import FilterOptions, FilterReport, TaskReport
     from slurm.job import CompletedRun
 
 SLURM_OVERRIDE = re.compile(r"slurm\.[\w.]+=")  # among submit score's shard patterns
@@ -82,6 +85,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     _add_common_flags(scoring)
     scoring.set_defaults(run=submit_score)
 
+    filtering = kinds.add_parser("filter", help="filter shards by score as one job array and a packing job "
+                                                "(contrastive data filter)",
+                                 description="As `contrastive data filter`, split between jobs: a job array whose "
+                                             "tasks each filter a contiguous slice of the pool into OUT.parts (as "
+                                             "`data filter --task I/N`), then one job, started once every task has "
+                                             "succeeded, that writes OUT from them (the same bytes as one process). "
+                                             "Logs in OUT.slurm. Resources are the default config's slurm.* keys "
+                                             "without GPUs; change them with slurm.KEY=VALUE arguments among the "
+                                             "shard patterns. With --local this command waits for the tasks before "
+                                             "it starts the packing job.")
+    add_filter_arguments(filtering)
+    filtering.add_argument("--tasks", type=int, default=None, metavar="N",
+                           help="array tasks (default: one per shard up to slurm.array_parallelism; 1 with --local)")
+    _add_common_flags(filtering)
+    filtering.set_defaults(run=submit_filter)
+
 
 def _add_common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--local", action="store_true",
@@ -102,6 +121,14 @@ def run_evaluation(checkpoint: str, overrides: list[str]) -> list[dict[str, floa
     from contrastive.evaluate import evaluate_checkpoint
 
     return evaluate_checkpoint(checkpoint, overrides, progress=False)[1]
+
+
+def run_filter(shards: list[str], scores: str, out: str, options: FilterOptions, max_samples_per_shard: int,
+               workers: int, task: tuple[int, int] | None) -> FilterReport | TaskReport:
+    """A filter task's body, or (task None) the packing job's (runs inside the job)."""
+    from data.filtering import filter_pool
+
+    return filter_pool(shards, scores, out, options, max_samples_per_shard, workers, progress=False, task=task)
 
 
 def run_scoring(job: ScoreJob) -> ScoreReport:
@@ -226,10 +253,7 @@ def submit_score(args: argparse.Namespace) -> int:
                           "be readable from this machine (drop --no-path-check)")
     if args.tasks is not None and args.tasks < 1:
         raise ConfigError(f"--tasks must be at least 1, got {args.tasks}")
-    overrides = [item for item in args.shards if SLURM_OVERRIDE.match(item)]
-    args.shards = [item for item in args.shards if not SLURM_OVERRIDE.match(item)]
-    if not args.shards:
-        raise FileNotFoundError("no shard pattern given (arguments: " + " ".join(overrides) + ")")
+    overrides = _take_slurm_overrides(args)
     job = score_job(args)
     cfg = run_of(*model_checkpoint(args.model), overrides).cfg
     train_resources = resources_of(cfg)
@@ -255,6 +279,72 @@ def submit_score(args: argparse.Namespace) -> int:
     for submitted, label in zip(jobs, labels):
         print(f"submitted job {submitted.job_id}: scoring {label} into {args.out} (logs in {log_dir})")
     return _wait(jobs, labels, functools.partial(_scored, args.out)) if args.wait else 0
+
+
+def submit_filter(args: argparse.Namespace) -> int:
+    from data.filtering import check_filter, parts_folder, task_slice
+    from slurm import launch
+    from slurm.fit import fit_to_target
+
+    if not args.check_paths:
+        raise ConfigError("submit filter reads the pool and its scores here to check them and split the pool between "
+                          "the tasks, so they must be readable from this machine (drop --no-path-check)")
+    if args.tasks is not None and args.tasks < 1:
+        raise ConfigError(f"--tasks must be at least 1, got {args.tasks}")
+    # OUT is the last positional argument that is not a slurm.KEY=VALUE item (they may come after it)
+    args.shards.append(args.out)
+    overrides = _take_slurm_overrides(args)
+    args.out = args.shards.pop()
+    if not args.shards:
+        raise FileNotFoundError(f"no shard pattern given before OUT ({args.out})")
+    options = filter_options(args)
+    resources = fit_to_target(dataclasses.replace(resources_of(load_config(None, overrides)), nodes=1,
+                                                  tasks_per_node=1, gpus_per_node=0), local=args.local)
+    plan = check_filter(args.shards, args.scores, args.out, options, args.max_samples_per_shard, args.workers)
+    shards = len(plan.shards)
+    tasks = min(args.tasks or (1 if args.local else resources.array_parallelism), shards)
+    if args.check:
+        print(f"check passed: {count(shards, 'shard')} to filter in {count(tasks, 'task')}, then a job packing "
+              f"them into {args.out}; nothing submitted")
+        return 0
+    log_dir = Path(f"{args.out}.slurm")
+    job = functools.partial(run_filter, args.shards, args.scores, args.out, options, args.max_samples_per_shard,
+                            args.workers)
+    task_jobs = launch.submit([functools.partial(job, (index, tasks)) for index in range(tasks)],
+                              [log_dir] * tasks, resources, local=args.local, job_name="filter", array_folder=log_dir)
+    labels = []
+    for index, submitted in enumerate(task_jobs):
+        names = [Path(plan.shards[i]).name for i in task_slice(shards, index, tasks)]
+        labels.append(f"task {index}/{tasks}, {count(len(names), 'shard')}, {names[0]} to {names[-1]}")
+        print(f"submitted job {submitted.job_id}: filter {labels[-1]} into {parts_folder(args.out)} "
+              f"(logs in {log_dir})")
+    if args.local:  # the local executor has no dependencies: the tasks must end before the packing job starts
+        if _wait(task_jobs, labels, _filtered):
+            print("not all tasks succeeded: nothing packed; submit the same command again to finish (finished "
+                  "shards are not filtered again)")
+            return 1
+        pack_resources, after = resources, ""
+    else:
+        array_id = task_jobs[0].job_id.split("_")[0]
+        after = f" once every task of job {array_id} has succeeded"
+        pack_resources = dataclasses.replace(resources, extra={**resources.extra, "dependency": f"afterok:{array_id}",
+                                                               "kill-on-invalid-dep": "yes"})
+    pack = launch.submit([functools.partial(job, None)], [log_dir], pack_resources, local=args.local,
+                         job_name="filter-pack")[0]
+    print(f"submitted job {pack.job_id}: packing into {args.out}{after} (logs in {log_dir})")
+    if not args.wait:
+        return 0
+    failed = 0 if args.local else _wait(task_jobs, labels, _filtered)
+    return _wait([pack], [args.out], _filtered) or failed
+
+
+def _take_slurm_overrides(args: argparse.Namespace) -> list[str]:
+    """The slurm.KEY=VALUE items among args.shards, taken out of it."""
+    overrides = [item for item in args.shards if SLURM_OVERRIDE.match(item)]
+    args.shards = [item for item in args.shards if not SLURM_OVERRIDE.match(item)]
+    if not args.shards:
+        raise FileNotFoundError("no shard pattern given (arguments: " + " ".join(overrides) + ")")
+    return overrides
 
 
 def _common_resources(cfgs: list[Config], points: list[list[str]]) -> Resources:
@@ -327,3 +417,7 @@ def _evaluated(checkpoint: str, results: list[dict[str, float]]) -> str:
 
 def _scored(out: str, label: str, report: ScoreReport) -> str:
     return f"scored {label}: {report.summary(out)}"
+
+
+def _filtered(label: str, report: FilterReport | TaskReport) -> str:
+    return report.summary().splitlines()[0]

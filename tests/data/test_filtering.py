@@ -347,3 +347,45 @@ def test_cli_task_runs_a_slice_and_the_plain_command_packs(tmp_path, capsys):
     for bad in ("2/2", "1", "-1/2", "a/b"):
         assert cli.main([*argv[:3], str(tmp_path / "other"), *argv[4:], f"--task={bad}"]) == 2
         assert "must be I/N with 0 <= I < N" in capsys.readouterr().err
+
+
+def _submit_filter(shards, scores, out, *extra) -> list[str]:
+    return ["submit", "filter", *shards, str(out), "--scores", str(scores), "--keep-fraction", "0.5", "--dedup",
+            "--max-samples-per-shard", "5", "slurm.cpus_per_task=1", "slurm.timeout_min=10",
+            "slurm.signal_delay_s=30", *extra]
+
+
+@pytest.mark.slow
+def test_submit_filter_locally_writes_the_bytes_of_one_process(tmp_path, capsys):
+    shards, scores = _split_pool(tmp_path)
+    filter_pool(shards, scores, tmp_path / "whole", FilterOptions(keep_fraction="0.5", dedup=True),
+                max_samples_per_shard=5)
+    out = tmp_path / "out"
+    argv = _submit_filter(shards, scores, out, "--tasks", "2", "--local")
+    assert cli.main([*argv, "--check"]) == 0
+    assert ("check passed: 5 shards to filter in 2 tasks, then a job packing them into "
+            f"{out}; nothing submitted") in capsys.readouterr().out
+    assert cli.main([*argv, "--wait"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("finished: filter task ") == 2 and "finished: filter: kept " in printed, printed
+    assert _files(out) == _files(tmp_path / "whole")
+    assert cli.main(argv) == 2  # OUT is complete: refused before anything is submitted
+    assert "is not an empty folder" in capsys.readouterr().err
+
+
+@pytest.mark.slurm
+def test_submit_filter_on_slurm_packs_after_the_array_the_bytes_of_one_process(tmp_path, capsys):
+    shards, scores = _split_pool(tmp_path)
+    filter_pool(shards, scores, tmp_path / "whole", FilterOptions(keep_fraction="0.5", dedup=True),
+                max_samples_per_shard=5)
+    out = tmp_path / "out"
+    assert cli.main(_submit_filter(shards, scores, out, "--tasks", "3", "--wait")) == 0
+    printed = capsys.readouterr().out
+    array = [line.split()[2].rstrip(":") for line in printed.splitlines() if "filter task" in line
+             and line.startswith("submitted job")]
+    assert [job.split("_")[1] for job in array] == ["0", "1", "2"], printed
+    assert f"once every task of job {array[0].split('_')[0]} has succeeded" in printed
+    scripts = [p.read_text() for p in Path(f"{out}.slurm").rglob("*_submission.sh")]
+    assert sum(f"#SBATCH --dependency=afterok:{array[0].split('_')[0]}" in s for s in scripts) == 1
+    assert not Path(f"{out}.parts").exists()
+    assert _files(out) == _files(tmp_path / "whole")
