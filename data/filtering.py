@@ -391,8 +391,15 @@ class FilterReport:
 
 
 def parts_folder(out: str | os.PathLike) -> Path:
-    """Where the selection of each source shard waits to be packed into OUT: OUT.parts beside it."""
-    return Path(f"{os.fspath(out)}.parts")
+    """Where the selection of each source shard waits to be packed into OUT: OUT.parts beside it (for OUT given as
+    `filtered/` too)."""
+    return beside(out, ".parts")
+
+
+def beside(out: str | os.PathLike, suffix: str) -> Path:
+    """OUT with `suffix` added to its name: a sibling of OUT, never a path inside it."""
+    out = Path(out)
+    return out.with_name(out.name + suffix)
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,8 @@ LINES: dict[str, tuple[str, list[str]]] = {
     "contrastive import ViT-B-32-openai/ runs/openai-b32": (RUN, []),
     "contrastive eval runs/openai-b32 eval.zeroshot.imagenet=/data/imagenet/val": (RUN, []),
     "contrastive export runs/demo --format hf demo-hf/": (RUN, []),
+    "contrastive data score shards/ --model runs/demo --out scores/": (RUN, ["--workers", "0"]),
+    "contrastive data filter shards/ filtered/ --scores scores/ --keep-fraction 0.3": (RUN, []),
     "contrastive submit train -c demo --sweep loss.name=clip,siglip,llip": (RUN, [*TINY_STEPS, "--local", "--wait"]),
     "contrastive report runs/sweep-*/": (RUN, []),
 }
@@ -114,4 +116,6 @@ def test_every_line_of_the_readme_tour_runs_or_passes_its_preflight(tmp_path, mo
         printed[line] = captured.out
         stopping.reset()
     assert "samples          4 (4 good, 0 bad)" in printed["contrastive data inspect shards/"]
+    assert printed["contrastive data filter shards/ filtered/ --scores scores/ --keep-fraction 0.3"].startswith(
+        "filter: kept 1 of 4 samples (25.0%) in 1 shard in filtered")
     assert all(f"loss.name={loss}" in printed["contrastive report runs/sweep-*/"] for loss in ("clip", "siglip", "llip"))

@@ -282,7 +282,7 @@ def submit_score(args: argparse.Namespace) -> int:
 
 
 def submit_filter(args: argparse.Namespace) -> int:
-    from data.filtering import check_filter, parts_folder, task_slice
+    from data.filtering import beside, check_filter, parts_folder, task_slice
     from slurm import launch
     from slurm.fit import fit_to_target
 
@@ -307,7 +307,7 @@ def submit_filter(args: argparse.Namespace) -> int:
         print(f"check passed: {count(shards, 'shard')} to filter in {count(tasks, 'task')}, then a job packing "
               f"them into {args.out}; nothing submitted")
         return 0
-    log_dir = Path(f"{args.out}.slurm")
+    log_dir = beside(args.out, ".slurm")
     job = functools.partial(run_filter, args.shards, args.scores, args.out, options, args.max_samples_per_shard,
                             args.workers)
     task_jobs = launch.submit([functools.partial(job, (index, tasks)) for index in range(tasks)],

@@ -336,7 +336,7 @@ def test_parts_of_another_filter_are_refused(tmp_path):
 def test_cli_task_runs_a_slice_and_the_plain_command_packs(tmp_path, capsys):
     shards, scores = _split_pool(tmp_path)
     out = tmp_path / "out"
-    argv = ["data", "filter", *shards, str(out), "--scores", str(scores), "--min-score", "0.5"]
+    argv = ["data", "filter", *shards, f"{out}/", "--scores", str(scores), "--min-score", "0.5"]  # OUT.parts beside
     for task in ("1/2", "0/2"):
         assert cli.main([*argv, "--task", task]) == 0
     printed = capsys.readouterr().out
