@@ -21,6 +21,11 @@ anything, so the kept count is at most floor(F x N) (--keep-fraction).
 Before any output, every shard's score file is checked: it exists, it names the shard, it scores this shard (the
 shard's size and the sha256 of its keys equal what the file records) and it has a row for each sample it does not
 count as skipped. OUT appears complete or not at all, summary.json (what the command prints) in it.
+
+Two stages: each shard is filtered into OUT.parts/ (its run of kept samples, then its outcome, written last), then
+the parts are packed in pool order into OUT. A stopped run keeps its finished parts; `task` (--task I/N) filters one
+of N contiguous slices of the pool only, so a job array can share the first stage (`contrastive submit filter`).
+OUT.parts/plan.json fingerprints the pool, the options and the scores, and parts of another plan are refused.
 """
 from __future__ import annotations
 
