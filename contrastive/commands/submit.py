@@ -248,11 +248,7 @@ def submit_score(args: argparse.Namespace) -> int:
     from slurm import launch
     from slurm.fit import fit_to_target
 
-    if not args.check_paths:
-        raise ConfigError("submit score reads the shard list here to split it between the tasks, so the shards must "
-                          "be readable from this machine (drop --no-path-check)")
-    if args.tasks is not None and args.tasks < 1:
-        raise ConfigError(f"--tasks must be at least 1, got {args.tasks}")
+    _check_array_arguments(args, "the shard list here to split it between the tasks, so the shards must be")
     overrides = _take_slurm_overrides(args)
     job = score_job(args)
     cfg = run_of(*model_checkpoint(args.model), overrides).cfg
@@ -286,11 +282,8 @@ def submit_filter(args: argparse.Namespace) -> int:
     from slurm import launch
     from slurm.fit import fit_to_target
 
-    if not args.check_paths:
-        raise ConfigError("submit filter reads the pool and its scores here to check them and split the pool between "
-                          "the tasks, so they must be readable from this machine (drop --no-path-check)")
-    if args.tasks is not None and args.tasks < 1:
-        raise ConfigError(f"--tasks must be at least 1, got {args.tasks}")
+    _check_array_arguments(args, "the pool and its scores here to check them and split the pool between the tasks, "
+                                 "so they must be")
     # OUT is the last positional argument that is not a slurm.KEY=VALUE item (they may come after it)
     args.shards.append(args.out)
     overrides = _take_slurm_overrides(args)
@@ -336,6 +329,15 @@ def submit_filter(args: argparse.Namespace) -> int:
         return 0
     failed = 0 if args.local else _wait(task_jobs, labels, _filtered)
     return _wait([pack], [args.out], _filtered) or failed
+
+
+def _check_array_arguments(args: argparse.Namespace, what_is_read: str) -> None:
+    """What `submit score` and `submit filter`, which split a shard list between array tasks, check first."""
+    if not args.check_paths:
+        raise ConfigError(f"submit {args.submit_command} reads {what_is_read} readable from this machine (drop "
+                          "--no-path-check)")
+    if args.tasks is not None and args.tasks < 1:
+        raise ConfigError(f"--tasks must be at least 1, got {args.tasks}")
 
 
 def _take_slurm_overrides(args: argparse.Namespace) -> list[str]:

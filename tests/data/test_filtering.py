@@ -349,6 +349,14 @@ def test_cli_task_runs_a_slice_and_the_plain_command_packs(tmp_path, capsys):
         assert "must be I/N with 0 <= I < N" in capsys.readouterr().err
 
 
+def _split_pool_filtered_whole(tmp_path):
+    """The split pool, and in tmp_path/whole what one process makes of it with _submit_filter's options."""
+    shards, scores = _split_pool(tmp_path)
+    filter_pool(shards, scores, tmp_path / "whole", FilterOptions(keep_fraction="0.5", dedup=True),
+                max_samples_per_shard=5)
+    return shards, scores
+
+
 def _submit_filter(shards, scores, out, *extra) -> list[str]:
     return ["submit", "filter", *shards, str(out), "--scores", str(scores), "--keep-fraction", "0.5", "--dedup",
             "--max-samples-per-shard", "5", "slurm.cpus_per_task=1", "slurm.timeout_min=10",
@@ -357,9 +365,7 @@ def _submit_filter(shards, scores, out, *extra) -> list[str]:
 
 @pytest.mark.slow
 def test_submit_filter_locally_writes_the_bytes_of_one_process(tmp_path, capsys):
-    shards, scores = _split_pool(tmp_path)
-    filter_pool(shards, scores, tmp_path / "whole", FilterOptions(keep_fraction="0.5", dedup=True),
-                max_samples_per_shard=5)
+    shards, scores = _split_pool_filtered_whole(tmp_path)
     out = tmp_path / "out"
     argv = _submit_filter(shards, scores, out, "--tasks", "2", "--local")
     assert cli.main([*argv, "--check"]) == 0
@@ -375,9 +381,7 @@ def test_submit_filter_locally_writes_the_bytes_of_one_process(tmp_path, capsys)
 
 @pytest.mark.slurm
 def test_submit_filter_on_slurm_packs_after_the_array_the_bytes_of_one_process(tmp_path, capsys):
-    shards, scores = _split_pool(tmp_path)
-    filter_pool(shards, scores, tmp_path / "whole", FilterOptions(keep_fraction="0.5", dedup=True),
-                max_samples_per_shard=5)
+    shards, scores = _split_pool_filtered_whole(tmp_path)
     out = tmp_path / "out"
     assert cli.main(_submit_filter(shards, scores, out, "--tasks", "3", "--wait")) == 0
     printed = capsys.readouterr().out
