@@ -59,9 +59,10 @@ def write_colour_folder(root: Path, per_class: int, size: int) -> int:
 def zeroshot_rows(per_class: int, rounds: int) -> list[Row]:
     with tempfile.TemporaryDirectory() as tmp:
         count = write_colour_folder(Path(tmp), per_class, size=96)
-        run = lambda workers: lambda: evaluate(ToyColourModel(), ToyTokenizer(), image_size=64,
-                                               zeroshot={"colours": tmp}, batch_size=64, workers=workers,
-                                               progress=False)
+        def run(workers: int):
+            return lambda: evaluate(ToyColourModel(), ToyTokenizer(), image_size=64, zeroshot={"colours": tmp},
+                                    batch_size=64, workers=workers, progress=False)
+
         best = race({"0": run(0), "2": run(2)}, rounds)
     rate = {workers: count / seconds for workers, seconds in best.items()}
     return [(f"zero-shot {count} PNGs 96px -> 64px, workers=0", f"{rate['0']:,.0f} images/s"),

@@ -112,7 +112,8 @@ def main(argv: list[str] | None = None) -> None:
         captions = [f"a {c} blur number {i}" for c in COLOURS for i in range(200)]
         tokenizer = Tokenizer.from_file(train_bpe(captions, 512, directory / "tokenizer.json"), context_length=77)
         print(f"source: {args.samples} samples, {SOURCE_PX}x{SOURCE_PX} px JPEG (q90) in {SHARDS} shards; output "
-              f"{OUTPUT_PX} px uint8, batch {BATCH}; medians of {args.rounds} alternating rounds of {args.batches} batches")
+              f"{OUTPUT_PX} px uint8, batch {BATCH}; medians of {args.rounds} alternating rounds of {args.batches} "
+              "batches")
         print(f"{'workers':>7}  {'StreamLoader':>14}  {'webdataset':>14}  {'ratio':>6}")
         for workers in (1, 2):
             ours, theirs, ratio = compare(pattern, tokenizer, workers, args.batches, args.rounds)

@@ -133,7 +133,8 @@ def _jsonl_records(table: Path, image_column: str, caption_column: str) -> Itera
             yield SourceRecord(source, table.parent / str(image) if image else None, captions, fields)
 
 
-def imagefolder_records(root: str | os.PathLike, templates: Sequence[str] = (DEFAULT_TEMPLATE,)) -> Iterator[SourceRecord]:
+def imagefolder_records(root: str | os.PathLike,
+                        templates: Sequence[str] = (DEFAULT_TEMPLATE,)) -> Iterator[SourceRecord]:
     """Images of `root/CLASS/*`, classes in sorted folder order. Class names come from
     root/classnames.txt (one per line, sorted folder order) if present, else from the folder
     name with underscores as spaces. Templates hold `{}` (or `{c}`) where the class name goes."""
@@ -174,7 +175,8 @@ def _image_bytes(record: SourceRecord) -> bytes:
         raise BadSample(MISSING_FILE, str(e)) from None
 
 
-def process_record(options: ConvertOptions, item: tuple[int, SourceRecord]) -> tuple[int, SourceRecord, Union[dict[str, bytes], str]]:
+def process_record(options: ConvertOptions,
+                   item: tuple[int, SourceRecord]) -> tuple[int, SourceRecord, Union[dict[str, bytes], str]]:
     """(index, record, tar members) for a good record, (index, record, reason label) for a bad one."""
     index, record = item
     if record.problem is not None:

@@ -43,7 +43,8 @@ class ContrastiveLoss(nn.Module):
         if self.objective.has_bias:
             self.logit_bias = nn.Parameter(torch.tensor(SIGMOID_INIT_BIAS if init_bias is None else float(init_bias)))
         elif init_bias is not None:
-            raise ValueError(f"init_bias applies only to the sigmoid objective; the {objective} objective learns no bias")
+            raise ValueError(f"init_bias applies only to the sigmoid objective; "
+                             f"the {objective} objective learns no bias")
         self._checked_batch: int | None = None
 
     @property

@@ -118,4 +118,5 @@ def test_every_line_of_the_readme_tour_runs_or_passes_its_preflight(tmp_path, mo
     assert "samples          4 (4 good, 0 bad)" in printed["contrastive data inspect shards/"]
     assert printed["contrastive data filter shards/ filtered/ --scores scores/ --keep-fraction 0.3"].startswith(
         "filter: kept 1 of 4 samples (25.0%) in 1 shard in filtered")
-    assert all(f"loss.name={loss}" in printed["contrastive report runs/sweep-*/"] for loss in ("clip", "siglip", "llip"))
+    report = printed["contrastive report runs/sweep-*/"]
+    assert all(f"loss.name={loss}" in report for loss in ("clip", "siglip", "llip"))

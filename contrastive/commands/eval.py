@@ -8,12 +8,14 @@ from eval.results import metric_lines
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="zero-shot classification and retrieval on a run or checkpoint",
+    p = sub.add_parser("eval", help="evaluation tasks (zero-shot, retrieval, hard negatives, linear probe, "
+                                    "embedding geometry) on a run or checkpoint",
                        description="Rebuild the model from the run's config.yaml (or the config and tokenizer a "
                                    "checkpoint carries), load the weights and run the evaluation tasks: "
                                    "eval.tasks.NAME={type: TYPE, path: PATH, ...}, or the short forms "
                                    "eval.zeroshot.NAME=PATH / eval.retrieval.NAME=PATH.")
-    p.add_argument("path", help="run directory (evaluates `latest`, or every checkpoint with --all) or a .pt file")
+    p.add_argument("path", help="run directory (evaluates `latest`, or every checkpoint with --all) or one checkpoint "
+                                "(RUN/checkpoints/step_N.pt, or a sharded checkpoint's step_N.dcp directory)")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.add_argument("--all", action="store_true", help="evaluate every checkpoint of the run dir")
     p.set_defaults(run=run)

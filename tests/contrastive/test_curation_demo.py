@@ -3,7 +3,6 @@ the pool with a model trained on a clean slice, filters it, measures the filter 
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 from data.shards import read_shard
 from data.synth import synthesize
