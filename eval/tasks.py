@@ -12,7 +12,7 @@ else it takes: the config checks them when it loads, as it checks a loss's), `me
 
 Results are named TYPE/NAME/METRIC (zeroshot/imagenet/top1). Every module of this package is imported with
 the registry (as the losses' are), so a new type is one file here, or a module outside named in `plugins:`.
-Modules stay light at import (torchvision and torchmetrics load when a task runs): a config is checked
+Modules stay light at import (torchvision loads when a task runs): a config is checked
 against the registry without loading any evaluator.
 """
 from __future__ import annotations

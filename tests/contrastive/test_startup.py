@@ -55,3 +55,16 @@ for argv in (["train", "--check", "optim.lrr=1"], ["train", "-c", "demo", "loss.
     assert main(argv) == 2, argv
 """
     assert modules_loaded(code, MODEL) == []
+
+
+def test_scoring_an_evaluation_imports_none_of_the_metric_libraries():
+    """torchmetrics would cost each evaluating process about 4 s (it loads scipy.signal, matplotlib and transformers
+    when installed); the metrics are plain tensor code."""
+    code = """
+import torch
+import eval.tasks  # every task type, as an evaluation registers them
+from eval.metrics import classification_metrics
+scores = torch.randn(6, 12)
+classification_metrics(scores.argmax(1), torch.zeros(6, dtype=torch.long), torch.arange(6), num_classes=12)
+"""
+    assert modules_loaded(code, ("torchmetrics", "scipy", "sklearn", "transformers")) == []

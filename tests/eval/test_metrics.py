@@ -39,6 +39,21 @@ def test_classification_matches_topk_accuracy_and_balanced_accuracy_without_ties
     assert metrics["mean_per_class_recall"] == pytest.approx(sum(per_class) / 10)
 
 
+def test_mean_per_class_recall_equals_torchmetrics_and_sklearn_with_absent_and_never_predicted_classes():
+    multiclass_recall = pytest.importorskip("torchmetrics.functional.classification").multiclass_recall
+    balanced_accuracy_score = pytest.importorskip("sklearn.metrics").balanced_accuracy_score
+    generator = torch.Generator().manual_seed(1)
+    targets = torch.randint(0, 7, (300,), generator=generator)  # classes 7..9 never occur as a target
+    predictions = torch.where(torch.rand(300, generator=generator) < 0.6, targets,
+                              torch.randint(0, 10, (300,), generator=generator))
+    metrics = classification_metrics(predictions, torch.zeros(300, dtype=torch.long), targets, num_classes=10)
+    recall = multiclass_recall(predictions, targets, num_classes=10, average="none")
+    assert metrics["mean_per_class_recall"] == pytest.approx(recall[:7].double().mean().item(), abs=1e-6)
+    with pytest.warns(UserWarning, match="y_pred contains classes not in y_true"):
+        balanced = balanced_accuracy_score(targets, predictions)
+    assert metrics["mean_per_class_recall"] == pytest.approx(balanced, abs=1e-12)
+
+
 def test_retrieval_hand_computed_with_six_captions_and_ties():
     # image 0 has captions 0..5 (six), image 1 captions 6 and 7; image 1 scores every caption alike
     scores = torch.tensor([[0.1, 0.2, 0.3, 0.4, 0.5, 0.9, 0.9, 0.0],
