@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import submitit
 from submitit.core.utils import FailedJobError
@@ -38,8 +38,9 @@ def submit(fns: Sequence[Callable[[], Any]], log_dirs: Sequence[Path], resources
     for log_dir in log_dirs:
         log_dir.mkdir(parents=True, exist_ok=True)
     if local:
-        return [make_executor(resources, log_dir, local=True, job_name=job_name).submit(fn)
-                for fn, log_dir in zip(fns, log_dirs)]
+        with local_thread_share(len(fns) * resources.tasks):
+            return [make_executor(resources, log_dir, local=True, job_name=job_name).submit(fn)
+                    for fn, log_dir in zip(fns, log_dirs)]
     folder = (array_folder or log_dirs[0]).absolute()
     executor = make_executor(resources, folder / "%j", local=False, job_name=job_name)
     submitit_stderr = io.StringIO()  # submitit prints sbatch's error before raising it: said once, by the SlurmError
@@ -54,6 +55,31 @@ def submit(fns: Sequence[Callable[[], Any]], log_dirs: Sequence[Path], resources
         if link != job.paths.folder:
             link.symlink_to(os.path.relpath(job.paths.folder, log_dir.absolute()))
     return jobs
+
+
+def local_threads(processes: int) -> int:
+    """CPU threads for each of `processes` processes that run at once on this machine: its cores shared out, at
+    least one each (torchrun gives its workers one)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // processes)
+
+
+@contextlib.contextmanager
+def local_thread_share(processes: int) -> Iterator[None]:
+    """Local jobs start with OMP_NUM_THREADS set to their share of the cores (submitit's local executor hands each
+    job os.environ as it is at submission): torch would otherwise give every process a thread per core, and three
+    jobs on two cores would each run at about half speed. An OMP_NUM_THREADS set by the caller is kept."""
+    if processes == 1 or "OMP_NUM_THREADS" in os.environ:
+        yield
+        return
+    threads = local_threads(processes)
+    print(f"{processes} local processes at once: OMP_NUM_THREADS={threads} each (set OMP_NUM_THREADS to choose)",
+          flush=True)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    try:
+        yield
+    finally:
+        del os.environ["OMP_NUM_THREADS"]
 
 
 def refusal_message(sbatch_stderr: str, resources: Resources) -> str:

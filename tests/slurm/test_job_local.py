@@ -84,3 +84,19 @@ def test_two_tasks_join_one_gloo_group_from_the_exported_environment(tmp_path):
     assert [(r["rank"], r["local_rank"], r["world_size"], r["sum"]) for r in records] == [
         (0, 0, 2, 3.0), (1, 1, 2, 3.0)]
     assert run_state.read(tmp_path).world_size == 2
+
+
+def test_local_jobs_submitted_together_share_the_cores_and_a_chosen_thread_count_is_kept(tmp_path, monkeypatch,
+                                                                                          capsys):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    jobs = launch.submit([toy.cpu_threads] * 3, [tmp_path / f"job{i}" for i in range(3)], ONE_TASK, local=True,
+                         job_name="toy")
+    share = launch.local_threads(3)
+    assert [job.result() for job in jobs] == [(str(share), share)] * 3
+    assert f"3 local processes at once: OMP_NUM_THREADS={share} each" in capsys.readouterr().out
+    assert "OMP_NUM_THREADS" not in os.environ
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    with launch.local_thread_share(3):
+        assert os.environ["OMP_NUM_THREADS"] == "3"
+    assert os.environ["OMP_NUM_THREADS"] == "3" and "OMP_NUM_THREADS" not in capsys.readouterr().out

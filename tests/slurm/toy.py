@@ -84,3 +84,10 @@ class AllReduceRun:
         dist.barrier()
         dist.destroy_process_group()
         return ToyOutcome(finished=True, step=1, stopped_by_signal=False)
+
+
+def cpu_threads() -> tuple[str | None, int]:
+    """What a job was given (OMP_NUM_THREADS) and what torch took from it."""
+    import torch
+
+    return os.environ.get("OMP_NUM_THREADS"), torch.get_num_threads()
